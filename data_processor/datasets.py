@@ -1,0 +1,125 @@
+"""Training datasets. Every dataset yields the same sample dict:
+
+``{"image": uint8 [3,112,112] RGB tensor, "label": int64, "landmarks": float32 [5,2] (image pixels), "index": int}``
+
+and exposes ``num_classes`` (read from the data, never typed in) and ``landmark_source``
+(``"file"``, ``"generator"`` or ``"template"``) so a run can say which landmarks it used.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from data_processor import DATASETS
+from data_processor.image_io import read_image
+from data_processor.landmarks import ARCFACE_TEMPLATE_112, read_landmark_file
+
+logger = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class FaceDataset(Dataset):
+    """Base: a list of (relative path, label) plus optional per-image landmarks."""
+
+    def __init__(self, root: str | Path, items: List[Tuple[str, int]], landmarks_file: Optional[str | Path] = None,
+                 source: str = "") -> None:
+        self.root = Path(root)
+        self.items = items
+        self.num_classes = (max(label for _, label in items) + 1) if items else 0
+        self.landmarks: Optional[Dict[str, np.ndarray]] = None
+        self.landmark_source = "template"
+        if landmarks_file is not None:
+            self.landmarks = read_landmark_file(landmarks_file)
+            missing = [path for path, _ in items if path not in self.landmarks]
+            if missing:
+                raise ValueError(f"{landmarks_file}: no landmarks for {len(missing)} of {len(items)} images "
+                                 f"listed in {source or self.root}, first: {missing[:3]}")
+            self.landmark_source = "file"
+        missing_files = [path for path, _ in items[:1] if not (self.root / path).is_file()]
+        if missing_files:
+            raise FileNotFoundError(f"{source or self.root}: image {self.root / missing_files[0]} does not exist "
+                                    f"(is data.root right?)")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int) -> Tuple[np.ndarray, int, np.ndarray]:
+        """Return (uint8 RGB H×W×3, label, float32 [5,2] landmarks) for ``index``."""
+        path, label = self.items[index]
+        image = read_image(self.root / path)
+        if self.landmarks is not None:
+            points = self.landmarks[path]
+        else:
+            scale = np.array([image.shape[1] / 112.0, image.shape[0] / 112.0], dtype=np.float32)
+            points = ARCFACE_TEMPLATE_112 * scale
+        return image, label, points.astype(np.float32)
+
+    def __getitem__(self, index: int) -> dict:
+        image, label, points = self.load(index)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "label": torch.tensor(label, dtype=torch.long),
+            "landmarks": torch.from_numpy(points),
+            "index": index,
+        }
+
+
+def read_train_list(list_file: str | Path) -> List[Tuple[str, int]]:
+    """Parse a FaceX-Zoo train list (``relative/path label`` per line); errors name the file and line."""
+    list_file = Path(list_file)
+    if not list_file.is_file():
+        raise FileNotFoundError(f"train list not found: {list_file}")
+    items: List[Tuple[str, int]] = []
+    with open(list_file, "r", encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 2:
+                raise ValueError(f"{list_file}:{line_no}: expected 'relative/path label', got {line.strip()!r}")
+            try:
+                label = int(fields[1])
+            except ValueError:
+                raise ValueError(f"{list_file}:{line_no}: label must be an integer, got {fields[1]!r}") from None
+            if label < 0:
+                raise ValueError(f"{list_file}:{line_no}: label must be >= 0, got {label}")
+            items.append((fields[0], label))
+    if not items:
+        raise ValueError(f"{list_file}: the train list is empty")
+    return items
+
+
+@DATASETS.register()
+class ImageListDataset(FaceDataset):
+    """FaceX-Zoo train list: ``root`` + ``list_file`` of ``relative/path label`` lines."""
+
+    def __init__(self, root: str, list_file: str, landmarks_file: Optional[str] = None, check_files: bool = True) -> None:
+        items = read_train_list(list_file)
+        super().__init__(root, items, landmarks_file, source=str(list_file))
+        if check_files:
+            missing = [path for path, _ in items if not (self.root / path).is_file()]
+            if missing:
+                raise FileNotFoundError(f"{list_file}: {len(missing)} listed image(s) missing under {self.root}, "
+                                        f"first: {missing[:3]}")
+
+
+@DATASETS.register()
+class ImageFolderDataset(FaceDataset):
+    """``root/<identity>/<image>``; labels follow the sorted identity folder names."""
+
+    def __init__(self, root: str, landmarks_file: Optional[str] = None) -> None:
+        root_path = Path(root)
+        if not root_path.is_dir():
+            raise FileNotFoundError(f"image folder not found: {root_path}")
+        identities = sorted(p.name for p in root_path.iterdir() if p.is_dir())
+        items = [(f"{identity}/{f.name}", label) for label, identity in enumerate(identities)
+                 for f in sorted((root_path / identity).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+        if not items:
+            raise ValueError(f"{root_path}: no images found in identity sub-folders")
+        self.identities = identities
+        super().__init__(root, items, landmarks_file, source=str(root_path))

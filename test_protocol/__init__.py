@@ -1,0 +1,1 @@
+"""Evaluation protocols (objects with ``process`` / ``compute``) and pairs parsers."""

@@ -1,0 +1,1 @@
+"""Shared infrastructure: registry, config, checkpoints, logging, distributed helpers, seeding."""
