@@ -24,9 +24,11 @@ class TrainingMode(nn.Module):
         self.head = head
         self.preprocess_spec = preprocess_spec
         self.teacher = teacher
+        self.channels_last = False  # set by the Trainer (runtime.channels_last)
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
-        return preprocess(images, self.preprocess_spec)
+        x = preprocess(images, self.preprocess_spec)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def compute_loss(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         raise NotImplementedError

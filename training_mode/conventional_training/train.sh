@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Train a face model. With no arguments: the embedded synthetic data set on CPU (or GPU when present).
+#   bash training_mode/conventional_training/train.sh [CONFIG] [a.b=c ...] [--resume auto]
+#   NPROC=4 bash training_mode/conventional_training/train.sh configs/gfro/casia_elasticface_iresnet.yaml
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+CONFIG="${1:-configs/embedded_arcface.yaml}"
+[ $# -gt 0 ] && shift
+if [ "${NPROC:-1}" -gt 1 ]; then
+    exec torchrun --standalone --nproc_per_node="$NPROC" -m training_mode.conventional_training.train "$CONFIG" "$@"
+fi
+exec python -m training_mode.conventional_training.train "$CONFIG" "$@"

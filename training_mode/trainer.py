@@ -1,0 +1,365 @@
+"""The one Trainer: data, AMP, torchrun DDP, clipping, schedules, full-state checkpoints, resume, logging, eval.
+
+Training modes only define ``compute_loss(batch)``; nothing here branches on a head's or a method's name.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from backbone import build_backbone
+from data_processor.preprocess import PreprocessSpec
+from head import build_head
+from training_mode import TRAINING_MODES
+from training_mode.schedule import build_optimizer, build_scheduler
+from utils.checkpoint import (CHECKPOINT_FORMAT_VERSION, atomic_torch_save, atomic_write_text, export_backbone,
+                              find_latest_checkpoint, load_checkpoint)
+from utils.config import dump_config
+from utils.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
+from utils.seed import capture_rng_state, restore_rng_state, seed_everything
+
+logger = logging.getLogger(__name__)
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str, dist_info: DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("runtime.device=cuda but CUDA is not available; use runtime.device=cpu or auto")
+        return torch.device("cuda", dist_info.local_rank)
+    return torch.device(name)
+
+
+class ResumableSampler(Sampler[int]):
+    """Shuffles per (seed, epoch) across ranks (like DistributedSampler) and can start mid-epoch on resume."""
+
+    def __init__(self, dataset: Any, dist_info: DistInfo, seed: int, batch_size: int) -> None:
+        self.inner = DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
+                                        shuffle=True, seed=seed, drop_last=True)
+        self.batch_size = batch_size
+        self.skip_batches = 0
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.inner.set_epoch(epoch)
+        self.skip_batches = skip_batches
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(self.inner)
+        return iter(indices[self.skip_batches * self.batch_size:])
+
+    def __len__(self) -> int:
+        return len(self.inner) - self.skip_batches * self.batch_size
+
+
+class Trainer:
+    """Builds everything from a resolved config and runs ``fit()``."""
+
+    def __init__(self, cfg: Dict[str, Any], work_dir: str | Path, resume: Optional[str] = None) -> None:
+        from data_processor.train_dataset import build_train_dataset
+
+        self.cfg = cfg
+        runtime = cfg.get("runtime", {})
+        self.run_dir = Path(work_dir)
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.dist = init_distributed("cuda" if runtime.get("device", "auto") != "cpu" and torch.cuda.is_available()
+                                     else "cpu")
+        self.device = resolve_device(runtime.get("device", "auto"), self.dist)
+        self.seed = int(runtime.get("seed", 0))
+        seed_everything(self.seed + self.dist.rank)
+
+        data_cfg = cfg["data"]
+        self.dataset = build_train_dataset(data_cfg)
+        self.num_class = int(self.dataset.num_classes)
+        self.spec = PreprocessSpec.from_dict(data_cfg.get("preprocess"))
+        self.batch_size = int(data_cfg.get("batch_size", 64))
+        if len(self.dataset) < self.batch_size * self.dist.world_size:
+            raise ValueError(f"data: {len(self.dataset)} images are fewer than one global batch "
+                             f"({self.batch_size} × {self.dist.world_size}); lower data.batch_size")
+        self.sampler = ResumableSampler(self.dataset, self.dist, self.seed, self.batch_size)
+        self.num_workers = int(data_cfg.get("num_workers", 2))
+        self.steps_per_epoch = len(self.sampler.inner) // self.batch_size
+
+        backbone = build_backbone(cfg["backbone"])
+        head = build_head(cfg["head"], feat_dim=backbone.feat_dim, num_class=self.num_class)
+        teacher = None
+        if cfg.get("teacher"):
+            from training_mode.teacher import build_teacher
+            teacher = build_teacher(cfg["teacher"], self.device)
+        self.module = TRAINING_MODES.build(cfg["training_mode"], where="training_mode", backbone=backbone,
+                                           head=head, preprocess_spec=self.spec, teacher=teacher).to(self.device)
+        self.channels_last = bool(runtime.get("channels_last", False))
+        if self.channels_last:
+            self.module.to(memory_format=torch.channels_last)
+            self.module.channels_last = True
+        trainable = [m for name, m in self.module.named_children() if name != "teacher"]
+        optim_cfg = dict(cfg["optim"])
+        self.grad_clip = optim_cfg.get("grad_clip")
+        self.optimizer = build_optimizer(optim_cfg, trainable)
+        self.epochs = int(cfg["schedule"]["epochs"])
+        self.scheduler = build_scheduler(self.optimizer, cfg["schedule"], self.steps_per_epoch)
+
+        amp = runtime.get("amp", "none")
+        if amp not in ("none", "bf16", "fp16"):
+            raise ValueError(f"runtime.amp must be none, bf16 or fp16, got {amp!r}")
+        if self.device.type == "cpu" and amp != "none":
+            logger.info("runtime.amp=%s ignored on CPU: training in fp32", amp)
+            amp = "none"
+        self.amp_dtype = AMP_DTYPES.get(amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=(amp == "fp16"))
+
+        self.train_module: nn.Module = self.module
+        if self.dist.enabled:
+            self.train_module = DistributedDataParallel(
+                self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False, find_unused_parameters=bool(runtime.get("find_unused_parameters", False)))
+        if runtime.get("compile", False):
+            self.train_module = torch.compile(self.train_module)
+
+        self.log_interval = int(runtime.get("log_interval", 20))
+        self.checkpoint_interval = int(runtime.get("checkpoint_interval_steps", 0))
+        self.max_steps = runtime.get("max_steps")  # for smoke tests / benchmarks: stop after this many steps
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.writer = None
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, self.run_dir / "config.yaml")
+        if resume:
+            self._resume(resume)
+        logger.info("data: %d images, %d classes, landmarks from %s; %d steps/epoch × %d epochs; batch %d × %d ranks",
+                    len(self.dataset), self.num_class, getattr(self.dataset, "landmark_source", "n/a"),
+                    self.steps_per_epoch, self.epochs, self.batch_size, self.dist.world_size)
+        logger.info("model: %s + %s via %s on %s (amp %s, channels_last %s), %.2fM trainable parameters",
+                    cfg["backbone"]["type"], cfg["head"]["type"], cfg["training_mode"]["type"], self.device,
+                    amp, self.channels_last,
+                    sum(p.numel() for m in trainable for p in m.parameters() if p.requires_grad) / 1e6)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self) -> Dict[str, Any]:
+        model_state = {k: v for k, v in self.module.state_dict().items() if not k.startswith("teacher.")}
+        return {
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "config": self.cfg,
+            "num_class": self.num_class,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "model": model_state,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": capture_rng_state(),
+        }
+
+    def save_checkpoint(self, name: str) -> Optional[Path]:
+        if not self.dist.is_main:
+            return None
+        path = self.checkpoint_dir / name
+        state = self._state()
+        atomic_torch_save(state, path)
+        if name != "last.pt":
+            atomic_torch_save(state, self.checkpoint_dir / "last.pt")
+        atomic_write_text(self.checkpoint_dir / "last_checkpoint", "last.pt\n")
+        return path
+
+    def _resume(self, resume: str) -> None:
+        path = find_latest_checkpoint(self.checkpoint_dir) if resume == "auto" else Path(resume)
+        if path is None:
+            logger.info("--resume auto: no checkpoint in %s, starting from scratch", self.checkpoint_dir)
+            return
+        state = load_checkpoint(path, map_location=self.device)
+        if state.get("num_class") != self.num_class:
+            raise ValueError(f"{path}: checkpoint has {state.get('num_class')} classes, the data has {self.num_class}")
+        missing, unexpected = self.module.load_state_dict(state["model"], strict=False)
+        missing = [k for k in missing if not k.startswith("teacher.")]
+        if missing or unexpected:
+            raise RuntimeError(f"{path}: model keys do not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        logger.info("resumed from %s at epoch %d step %d (global step %d)", path, self.epoch + 1,
+                    self.step_in_epoch, self.global_step)
+
+    # ------------------------------------------------------------------ training
+    def _loader(self) -> DataLoader:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
+        self.sampler.set_epoch(self.epoch, self.step_in_epoch)
+        generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=self.sampler,
+                          num_workers=self.num_workers, pin_memory=self.device.type == "cuda", drop_last=True,
+                          generator=generator, persistent_workers=False)
+
+    def _to_device(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def train_step(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        self.train_module.train()
+        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
+                    else nullcontext())
+        with autocast:
+            out = self.train_module(batch)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            path = self.save_checkpoint(f"nan_step_{self.global_step:07d}.pt")
+            raise FloatingPointError(f"non-finite loss {loss.item()} at global step {self.global_step} "
+                                     f"(terms {({k: float(v) for k, v in out['terms'].items()})}); state saved to {path}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
+                                           float(self.grad_clip))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return out
+
+    def fit(self) -> Dict[str, Any]:
+        if self.dist.is_main and self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        history: List[Dict[str, float]] = []
+        total_steps = self.epochs * self.steps_per_epoch
+        start_time = time.perf_counter()
+        start_step = self.global_step
+        stop = False
+        while self.epoch < self.epochs and not stop:
+            window = {"loss": 0.0, "n": 0, "data": 0.0, "total": 0.0, "images": 0}
+            terms_sum: Dict[str, float] = {}
+            tic = time.perf_counter()
+            for batch in self._loader():
+                data_time = time.perf_counter() - tic
+                out = self.train_step(self._to_device(batch))
+                self.step_in_epoch += 1
+                self.global_step += 1
+                loss_value = float(all_reduce_mean(out["loss"].detach(), self.dist))
+                history.append({"step": self.global_step, "loss": loss_value})
+                window["loss"] += loss_value
+                window["n"] += 1
+                window["data"] += data_time
+                window["images"] += self.batch_size * self.dist.world_size
+                for name, value in out["terms"].items():
+                    terms_sum[name] = terms_sum.get(name, 0.0) + float(value)
+                window["total"] += time.perf_counter() - tic
+                if self.dist.is_main:
+                    self._log_scalars(out, loss_value)
+                if self.global_step % self.log_interval == 0 or self.step_in_epoch == self.steps_per_epoch:
+                    self._log_line(window, terms_sum, start_time, start_step, total_steps)
+                    window = {"loss": 0.0, "n": 0, "data": 0.0, "total": 0.0, "images": 0}
+                    terms_sum = {}
+                if self.checkpoint_interval and self.global_step % self.checkpoint_interval == 0:
+                    self.save_checkpoint(f"step_{self.global_step:07d}.pt")
+                if self.max_steps is not None and self.global_step >= int(self.max_steps):
+                    stop = True
+                    break
+                tic = time.perf_counter()
+            if not stop:
+                self.epoch += 1
+                self.step_in_epoch = 0
+                self.save_checkpoint(f"epoch_{self.epoch:03d}.pt")
+            else:
+                self.save_checkpoint("last.pt")
+        barrier(self.dist)
+        if self.writer is not None:
+            self.writer.flush()
+        return {"history": history, "seconds": time.perf_counter() - start_time}
+
+    def _log_scalars(self, out: Dict[str, Any], loss_value: float) -> None:
+        if self.writer is None:
+            return
+        step = self.global_step
+        self.writer.add_scalar("train/loss", loss_value, step)
+        self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], step)
+        for name, value in out["terms"].items():
+            self.writer.add_scalar(f"train/{name}", float(value), step)
+        for name, value in out.get("stats", {}).items():
+            if torch.is_tensor(value) and value.numel() == 1 or isinstance(value, (int, float)):
+                self.writer.add_scalar(f"stats/{name}", float(value), step)
+        if self.scaler.is_enabled():
+            self.writer.add_scalar("train/grad_scale", self.scaler.get_scale(), step)
+
+    def _log_line(self, window: Dict[str, float], terms_sum: Dict[str, float], start_time: float,
+                  start_step: int, total_steps: int) -> None:
+        n = max(1, int(window["n"]))
+        elapsed = time.perf_counter() - start_time
+        done = self.global_step - start_step
+        eta = elapsed / max(1, done) * (total_steps - self.global_step)
+        terms = " ".join(f"{k} {v / n:.4f}" for k, v in terms_sum.items())
+        img_per_s = window["images"] / max(window["total"], 1e-9)
+        data_share = 100.0 * window["data"] / max(window["total"], 1e-9)
+        logger.info("epoch %d/%d step %d/%d | loss %.4f (%s) | lr %.5f | %.1f img/s | data %.0f%% | eta %s",
+                    self.epoch + 1, self.epochs, self.step_in_epoch, self.steps_per_epoch, window["loss"] / n, terms,
+                    self.optimizer.param_groups[0]["lr"], img_per_s, data_share, format_seconds(eta))
+        if self.writer is not None:
+            self.writer.add_scalar("speed/img_per_s", img_per_s, self.global_step)
+            self.writer.add_scalar("speed/data_wait_percent", data_share, self.global_step)
+
+    # ------------------------------------------------------------------ export + evaluation
+    def model_meta(self) -> Dict[str, Any]:
+        embedding_model = self.module.embedding_model()
+        backbone_cfg = dict(self.cfg["backbone"])
+        return {
+            "arch": backbone_cfg.pop("type"),
+            "kwargs": backbone_cfg,
+            "embedding_dim": int(embedding_model.feat_dim),
+            "preprocess": self.spec.to_dict(),
+            "template": self.spec.template,
+            "num_train_classes": self.num_class,
+            "training_mode": self.cfg["training_mode"]["type"],
+            "source": "training run",
+        }
+
+    def export(self) -> Optional[Path]:
+        if not self.dist.is_main:
+            return None
+        return export_backbone(self.module.embedding_model(), self.model_meta(), self.run_dir / "export")
+
+    def evaluate(self) -> List[Dict[str, Any]]:
+        protocols = self.cfg.get("eval", {}).get("protocols", [])
+        if not protocols or not self.dist.is_main:
+            return []
+        from test_protocol.evaluate import evaluate_model
+        return evaluate_model(self.module.embedding_model(), self.spec, protocols, self.device,
+                              batch_size=int(self.cfg.get("eval", {}).get("batch_size", 128)),
+                              checkpoint=str(self.checkpoint_dir / "last.pt"))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        cleanup(self.dist)
+
+
+def format_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def write_results(run_dir: Path, rows: List[Dict[str, Any]], fit_info: Dict[str, Any]) -> Path:
+    """``<run_dir>/results.json``: evaluation rows plus the training summary."""
+    history = fit_info.get("history", [])
+    payload = {
+        "rows": rows,
+        "train_seconds": fit_info.get("seconds"),
+        "steps": len(history),
+        "first_loss": history[0]["loss"] if history else None,
+        "last_loss": history[-1]["loss"] if history else None,
+    }
+    path = run_dir / "results.json"
+    atomic_write_text(path, json.dumps(payload, indent=2, default=float) + "\n")
+    return path
