@@ -1,0 +1,102 @@
+"""Training-step throughput (img/s) for backbone × precision × channels_last on synthetic tensors.
+
+    python -m tools.benchmark_train --backbones MobileFaceNet,IResNet50 --precisions fp32,bf16 --batch-size 64
+    python -m tools.benchmark_train --device cuda --batch-size 512 --precisions bf16,fp16 --channels-last both --compile
+
+One step = preprocess + forward + ArcFace head + CE + backward + SGD step, exactly the Trainer's ConventionalTraining
+path. Prints a table (and ``--json`` writes it); figures go in docs/BENCHMARKS.md with the machine and command.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from contextlib import nullcontext
+from typing import Any, Dict, List
+
+import torch
+
+from backbone import build_backbone
+from data_processor.preprocess import PreprocessSpec
+from head import build_head
+from training_mode.conventional import ConventionalTraining
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def measure(backbone_name: str, precision: str, channels_last: bool, compile_model: bool, batch_size: int,
+            steps: int, warmup: int, num_class: int, device: torch.device) -> Dict[str, Any]:
+    torch.manual_seed(0)
+    backbone = build_backbone({"type": backbone_name})
+    head = build_head({"type": "ArcFace"}, feat_dim=backbone.feat_dim, num_class=num_class)
+    mode = ConventionalTraining(backbone, head, PreprocessSpec()).to(device)
+    if channels_last:
+        mode.to(memory_format=torch.channels_last)
+        mode.channels_last = True
+    step_module = torch.compile(mode) if compile_model else mode
+    optimizer = torch.optim.SGD(mode.parameters(), lr=0.01, momentum=0.9)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    batch = {"image": torch.randint(0, 256, (batch_size, 3, 112, 112), dtype=torch.uint8, device=device),
+             "label": torch.randint(0, num_class, (batch_size,), device=device)}
+    dtype = DTYPES[precision]
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+    def step() -> None:
+        with autocast:
+            loss = step_module(batch)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {"backbone": backbone_name, "precision": precision, "channels_last": channels_last,
+            "compile": compile_model, "batch_size": batch_size, "img_per_s": round(batch_size * steps / seconds, 1),
+            "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2 ** 30, 2) if device.type == "cuda" else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbones", default="MobileFaceNet,IResNet50")
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--channels-last", choices=["off", "on", "both"], default="off")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--num-class", type=int, default=10572, help="CASIA-WebFace identities")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    layouts = {"off": [False], "on": [True], "both": [False, True]}[args.channels_last]
+    rows: List[Dict[str, Any]] = []
+    for name in args.backbones.split(","):
+        for precision in args.precisions.split(","):
+            for channels_last in layouts:
+                row = measure(name, precision, channels_last, args.compile, args.batch_size, args.steps,
+                              args.warmup, args.num_class, device)
+                rows.append(row)
+                print(f"{row['backbone']:<16} {row['precision']:<5} channels_last={str(channels_last):<5} "
+                      f"compile={str(args.compile):<5} batch={args.batch_size:<4} {row['img_per_s']:>9.1f} img/s"
+                      + (f"  peak {row['peak_mem_gib']} GiB" if row["peak_mem_gib"] is not None else ""), flush=True)
+    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump({"machine": machine, "torch": torch.__version__, "rows": rows}, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
