@@ -200,7 +200,8 @@ def _hand_anchor(name: str) -> np.ndarray:
 @OCCLUDERS.register("hand")
 def hand(image: Image, landmarks: np.ndarray, rng: np.random.Generator, anchor: Optional[str] = None,
          scale_range: Sequence[float] = (0.9, 1.3), rotation_deg: float = 120.0, shift: float = 3.0) -> Result:
-    """A skin-toned hand-like blob (palm, four fingers, thumb) over a random landmark (the palm covers it)."""
+    """A skin-toned hand-like blob (palm, four fingers, thumb) over an anchor — an eye, the nose, the mouth centre
+    or a cheek (random when None); the palm covers the anchor."""
     anchor = _choose(rng, HAND_ANCHORS, anchor, "hand anchor")
     colour = pick_colour(rng, SKIN_TONES, 12)
     palm_size = (rng.uniform(12.0, 14.5), rng.uniform(14.0, 16.5))

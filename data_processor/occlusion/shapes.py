@@ -64,6 +64,17 @@ def _area_and_aspect(rng: np.random.Generator, shape: Tuple[int, int], area_rati
     return area, float(np.exp(rng.uniform(np.log(aspect_low), np.log(aspect_high))))
 
 
+def _paint_rectangle(image: np.ndarray, left: float, top: float, right: float, bottom: float, fill: str,
+                     rng: np.random.Generator) -> Result:
+    """Hide the pixels whose centres lie in [left, right) × [top, bottom) (pixel centres at integer coordinates)."""
+    height, width = image.shape[:2]
+    c0, c1 = (int(np.clip(np.ceil(v), 0, width)) for v in (left, right))
+    r0, r1 = (int(np.clip(np.ceil(v), 0, height)) for v in (top, bottom))
+    hidden = np.zeros((height, width), dtype=bool)
+    hidden[r0:r1, c0:c1] = True
+    return composite(image, hidden, _shape_paint(image, fill, rng))
+
+
 def _paint_polygon(image: np.ndarray, points: np.ndarray, fill: str, rng: np.random.Generator) -> Result:
     hidden = np.zeros(image.shape[:2], dtype=np.uint8)
     fill_polygon(hidden, points)
@@ -79,10 +90,8 @@ def block(image: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator,
     width = min(np.sqrt(area * ratio), image.shape[1])
     height = min(area / max(width, 1e-6), image.shape[0])
     centre = _centre(rng, landmarks, anchor, np.array([width, height]) / 2, image.shape[:2])
-    x0, y0, x1, y1 = centre[0] - width / 2, centre[1] - height / 2, centre[0] + width / 2, centre[1] + height / 2
-    # Pixel (c, r) covers [c-0.5, c+0.5): shift by half a pixel so the rectangle covers width×height pixels.
-    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]) - 0.5
-    return _paint_polygon(image, corners, fill, rng)
+    return _paint_rectangle(image, centre[0] - width / 2, centre[1] - height / 2, centre[0] + width / 2,
+                            centre[1] + height / 2, fill, rng)
 
 
 @OCCLUDERS.register("ellipse")
@@ -111,9 +120,11 @@ def polygon(image: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator,
         raise ValueError(f"vertices must be (low, high) with 3 <= low <= high, got {tuple(vertices)}")
     area, _ = _area_and_aspect(rng, image.shape[:2], area_ratio, (1.0, 1.0))
     count = int(rng.integers(int(vertices[0]), int(vertices[1]) + 1))
-    angles = np.sort(rng.uniform(0.0, 2 * np.pi, size=count))
+    # Evenly spread angles (jittered) keep the polygon star-shaped around its centre, never a thin sliver.
+    angles = (np.arange(count) + rng.uniform(-0.35, 0.35, size=count)) * (2 * np.pi / count) + rng.uniform(0, 2 * np.pi)
     radii = rng.uniform(0.5, 1.0, size=count)
     points = np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
+    points -= (points.min(axis=0) + points.max(axis=0)) / 2
     x, y = points[:, 0], points[:, 1]
     unit_area = 0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
     points = points * np.sqrt(area / max(unit_area, 1e-6))
@@ -142,7 +153,6 @@ def gfro_box(image: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator,
         raise ValueError(f"placement must be 'landmarks' or 'release', got {placement!r}")
     first, second = points[pairs[region][0]], points[pairs[region][1]]
     centre = (first + second) / 2
-    half = np.abs(second - first) * np.array([0.4, 0.2]) + GFRO_PADDING * scale
-    corners = np.array([centre - half, [centre[0] + half[0], centre[1] - half[1]], centre + half,
-                        [centre[0] - half[0], centre[1] + half[1]]]) - 0.5
-    return _paint_polygon(image, corners, fill, rng)
+    half = np.floor(np.abs(second - first) * np.array([0.4, 0.2])) + GFRO_PADDING * scale
+    return _paint_rectangle(image, centre[0] - half[0], centre[1] - half[1], centre[0] + half[0],
+                            centre[1] + half[1], fill, rng)
