@@ -1,0 +1,343 @@
+"""Build an occluded or cropped copy of a pair-verification test set, deterministically from a seed.
+
+Input: an images root, the 5-point landmarks of its images (a landmark file, or a declared template) and a pairs
+file. Output folder::
+
+    <out>/images/<same relative paths>   occluded images re-encoded in their own format; the others copied byte-for-byte
+    <out>/pairs.txt                      the source pairs file, byte-identical
+    <out>/image_list.txt                 every image of the pairs, one relative path per line (sorted)
+    <out>/landmarks.txt                  their landmarks (unchanged: occlusion keeps the geometry)
+    <out>/occlusions.txt                 ``relative/path kind`` (``none`` = copied unchanged)
+    <out>/manifest.json                  seed, parameters, source checksums, per-pair counts, output sha256
+    <out>/examples.png                   a grid of example pairs (source | output, both sides)
+
+Which images are occluded (``side``):
+- ``both``: every image of every pair.
+- ``none``: no image (a byte-identical copy; a control set).
+- ``one``: a pairs file names each image once, so an image cannot be occluded in one pair and clean in another.
+  Images are therefore 2-coloured over the graph whose edges are the pairs (breadth-first, then greedy flips), so
+  that as many pairs as possible have exactly one occluded image, preferring the *second* image of each pair.
+  On a pair graph without odd cycles every pair is mixed; the manifest reports the pairs with 0 / 1 / 2 occluded
+  images either way.
+
+Every occluded image ``i`` (position in the sorted image list) uses ``numpy.random.default_rng([seed, i])`` for its
+occluder kind and parameters: the same seed gives byte-identical output, whatever the number of workers.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import json
+import shutil
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from data_processor.image_io import read_image, write_image
+from data_processor.landmarks import TEMPLATES, read_landmark_file, write_landmark_file
+from data_processor.occlusion import DRAWN_OCCLUDERS, OCCLUDERS, PARTIAL_VIEWS
+from data_processor.occlusion.files import FileOcclusionJob, run_file_occlusion
+
+SIDES = ("one", "both", "none")
+OCCLUSION_ALIASES: Dict[str, Tuple[str, ...]] = {
+    "crop": PARTIAL_VIEWS,                                  # a random landmark-guided partial view per image
+    "synthetic": DRAWN_OCCLUDERS,                           # a random drawn occluder per image
+    "gfro_mix": ("mask", "eyeglasses", "sunglasses"),       # GFRO's test-set generator: uniform over these three
+}
+MANIFEST_VERSION = 1
+SYNTHETIC_KINDS = ("mask", "sunglasses", "crop")
+
+
+@dataclass
+class BuildConfig:
+    """Everything that determines the output (recorded in the manifest)."""
+
+    source: str
+    pairs: str
+    occlusion: str
+    side: str = "both"
+    seed: int = 0
+    fill: str = "zero"
+    pairs_format: str = "lfw"
+    image_ext: str = ".jpg"
+    landmarks: Optional[str] = None
+    template: Optional[str] = None
+    params: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    examples: int = 8
+
+
+def resolve_kinds(occlusion: str) -> Tuple[str, ...]:
+    """An alias (crop, synthetic, gfro_mix), one OCCLUDERS name, or a comma-separated list of names."""
+    if occlusion in OCCLUSION_ALIASES:
+        return OCCLUSION_ALIASES[occlusion]
+    kinds = tuple(name.strip() for name in occlusion.split(",") if name.strip())
+    unknown = [name for name in kinds if name not in OCCLUDERS or name in ("clean", "rgba")]
+    if not kinds or unknown:
+        raise ValueError(f"--occlusion: unknown kind(s) {unknown or [occlusion]}; use an alias "
+                         f"({', '.join(OCCLUSION_ALIASES)}) or names from: "
+                         f"{', '.join(n for n in OCCLUDERS.names() if n not in ('clean', 'rgba'))}")
+    return kinds
+
+
+def images_root(source: Path) -> Path:
+    """``<source>/images`` when it exists (synthetic-faces layout), else ``source`` itself (aligned-LFW layout)."""
+    return source / "images" if (source / "images").is_dir() else source
+
+
+def read_pairs(pairs_file: Path, pairs_format: str, image_ext: str) -> Any:
+    """The pairs file through the protocol's registered parser (``PAIRS_PARSERS``)."""
+    from test_protocol import PAIRS_PARSERS
+
+    return PAIRS_PARSERS.get(pairs_format)(pairs_file, image_ext=image_ext)
+
+
+def load_landmarks(config: BuildConfig, root: Path, images: Sequence[str]) -> Dict[str, np.ndarray]:
+    """Landmarks of every image: from the landmark file (keys relative to the images root, optionally prefixed
+    ``images/``), or the declared template scaled to each image's size."""
+    if config.template is not None:
+        if config.template not in TEMPLATES:
+            raise ValueError(f"--template: unknown template {config.template!r}; known: {', '.join(TEMPLATES)}")
+        template = TEMPLATES[config.template]
+        template_height, template_width = (float(v) for v in config.template.rsplit("_", 1)[1].split("x"))
+        result = {}
+        for name in images:
+            height, width = read_image(root / name).shape[:2]
+            result[name] = template * np.array([width / template_width, height / template_height], dtype=np.float32)
+        return result
+    path = Path(config.landmarks) if config.landmarks else Path(config.source) / "landmarks.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"landmark file not found: {path} (pass --landmarks FILE, or --template NAME to "
+                                f"declare a template for aligned faces)")
+    table = read_landmark_file(path)
+    result, missing = {}, []
+    for name in images:
+        points = table.get(name, table.get(f"images/{name}"))
+        if points is None:
+            missing.append(name)
+        else:
+            result[name] = points
+    if missing:
+        raise ValueError(f"{path}: no landmarks for {len(missing)} image(s) of the pairs, first: {missing[:3]}")
+    return result
+
+
+def assign_occluded(first: np.ndarray, second: np.ndarray, num_images: int, side: str) -> np.ndarray:
+    """Boolean per image: is it occluded? (see the module docstring for the ``one`` policy)."""
+    if side not in SIDES:
+        raise ValueError(f"--side must be one of {SIDES}, got {side!r}")
+    if side == "both":
+        return np.ones(num_images, dtype=bool)
+    if side == "none":
+        return np.zeros(num_images, dtype=bool)
+    neighbours: List[List[int]] = [[] for _ in range(num_images)]
+    for a, b in zip(first.tolist(), second.tolist()):
+        if a != b:
+            neighbours[a].append(b)
+            neighbours[b].append(a)
+    colour = np.full(num_images, -1, dtype=np.int64)
+    component = np.full(num_images, -1, dtype=np.int64)
+    for start in range(num_images):  # breadth-first 2-colouring, components in first-seen order
+        if colour[start] >= 0:
+            continue
+        colour[start], component[start] = 0, start
+        queue = deque([start])
+        while queue:
+            node = queue.popleft()
+            for other in neighbours[node]:
+                if colour[other] < 0:
+                    colour[other], component[other] = 1 - colour[node], start
+                    queue.append(other)
+    for _ in range(100):  # greedy flips repair odd cycles: flip a node when more of its pairs become mixed
+        changed = False
+        for node in range(num_images):
+            same = sum(colour[other] == colour[node] for other in neighbours[node])
+            if 2 * same > len(neighbours[node]):
+                colour[node] = 1 - colour[node]
+                changed = True
+        if not changed:
+            break
+    # Per component, occlude the colour that sits on the second side of more mixed pairs.
+    votes = Counter()
+    for a, b in zip(first.tolist(), second.tolist()):
+        if colour[a] != colour[b]:
+            votes[component[b]] += 1 if colour[b] == 1 else -1
+    flip = np.array([votes[c] < 0 for c in component.tolist()], dtype=bool)
+    return (colour == 1) ^ flip
+
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree_digest(root: Path, exclude: Sequence[str] = ()) -> str:
+    """sha256 over every file's relative path and sha256 under ``root`` (sorted; ``exclude`` by relative path)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = path.relative_to(root).as_posix()
+        if relative not in exclude:
+            digest.update(f"{relative}\0{_sha256_file(path)}\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _images_digest(root: Path, images: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(images):
+        digest.update(f"{name}\0{_sha256_file(root / name)}\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _kind_params(kind: str, fill: str, params: Mapping[str, Mapping[str, Any]]) -> Dict[str, Any]:
+    options: Dict[str, Any] = {}
+    if "fill" in inspect.signature(OCCLUDERS.get(kind)).parameters:
+        options["fill"] = fill
+    options.update(params.get(kind, {}))
+    return options
+
+
+def _examples_figure(pairs: Any, occluded: np.ndarray, root: Path, out_images: Path, count: int) -> np.ndarray:
+    from data_processor.occlusion.grid import image_grid
+
+    order = [i for i in range(len(pairs)) if occluded[pairs.first[i]] or occluded[pairs.second[i]]]
+    order = (order or list(range(len(pairs))))[:max(1, count)]
+    rows = []
+    for i in order:
+        a, b = pairs.images[pairs.first[i]], pairs.images[pairs.second[i]]
+        rows.append([read_image(root / a), read_image(out_images / a), read_image(root / b),
+                     read_image(out_images / b)])
+    labels = [f"pair {i + 1} {'same' if pairs.issame[i] else 'diff'}" for i in order]
+    return image_grid(rows, labels, ["source A", "output A", "source B", "output B"])
+
+
+def build_occluded_set(config: BuildConfig, out: str | Path, workers: int = 1, overwrite: bool = False) -> Path:
+    """Build the set described by ``config`` into ``out`` (written to a temporary sibling, then renamed)."""
+    out = Path(out)
+    kinds = resolve_kinds(config.occlusion)
+    for kind in config.params:
+        if kind not in kinds:
+            raise ValueError(f"--params: kind {kind!r} is not one of the occlusion kinds {kinds}")
+    source, pairs_file = Path(config.source), Path(config.pairs)
+    root = images_root(source)
+    pairs = read_pairs(pairs_file, config.pairs_format, config.image_ext)
+    missing = [name for name in pairs.images if not (root / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{pairs_file}: {len(missing)} image(s) of the pairs are missing under {root}, "
+                                f"first: {missing[:3]}")
+    images = sorted(pairs.images)
+    landmarks = load_landmarks(config, root, images)
+    occluded_by_pair_index = assign_occluded(pairs.first, pairs.second, len(pairs.images), config.side)
+    occluded = {pairs.images[i]: bool(flag) for i, flag in enumerate(occluded_by_pair_index)}
+    if out.exists() and any(out.iterdir()):
+        if not overwrite or not (out / "manifest.json").is_file():
+            raise FileExistsError(f"{out} exists and is not empty (pass --overwrite to replace a previous build; "
+                                  f"only folders holding a manifest.json are replaced)")
+    staging = out.with_name(out.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    out_images = staging / "images"
+    out_images.mkdir(parents=True)
+    job = FileOcclusionJob(source_root=root, target_root=out_images, seed=int(config.seed), kinds=kinds,
+                           kind_params={k: _kind_params(k, config.fill, config.params) for k in kinds},
+                           landmarks=landmarks)
+    tasks = [(index, name, occluded[name]) for index, name in enumerate(images)]
+    results = run_file_occlusion(job, tasks, workers)
+    shutil.copyfile(pairs_file, staging / "pairs.txt")
+    (staging / "image_list.txt").write_text("".join(f"{name}\n" for name in images), encoding="utf-8")
+    (staging / "occlusions.txt").write_text("".join(f"{name} {kind}\n" for name, kind in results), encoding="utf-8")
+    write_landmark_file(staging / "landmarks.txt", {name: landmarks[name] for name in images})
+    write_image(staging / "examples.png", _examples_figure(pairs, occluded_by_pair_index, root, out_images,
+                                                             config.examples))
+    per_pair = Counter(int(occluded_by_pair_index[a]) + int(occluded_by_pair_index[b])
+                       for a, b in zip(pairs.first.tolist(), pairs.second.tolist()))
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "config": asdict(config),
+        "kinds": list(kinds),
+        "source": {"pairs_sha256": _sha256_file(pairs_file), "images_sha256": _images_digest(root, images),
+                   "landmarks_sha256": (_sha256_file(Path(config.landmarks or source / "landmarks.txt"))
+                                        if config.template is None else None)},
+        "counts": {"pairs": len(pairs), "images": len(images),
+                   "occluded_images": int(sum(kind != "none" for _, kind in results)),
+                   "pairs_by_occluded_sides": {str(k): per_pair.get(k, 0) for k in (0, 1, 2)},
+                   "kinds": dict(sorted(Counter(kind for _, kind in results).items()))},
+        "libraries": {"numpy": np.__version__, "opencv": cv2.__version__},
+        "output_sha256": tree_digest(staging, exclude=("manifest.json",)),
+    }
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return out
+
+
+def ensure_synthetic_occluded(source: str | Path, out_root: str | Path, kinds: Sequence[str] = SYNTHETIC_KINDS,
+                              seed: int = 0, side: str = "both") -> List[Path]:
+    """Build ``<out_root>/<kind>`` from the embedded synthetic test faces (``images/``, ``landmarks.txt``,
+    ``pairs.txt`` under ``source``) for every kind whose folder has no manifest with these parameters."""
+    source, out_root = Path(source), Path(out_root)
+    built = []
+    for kind in kinds:
+        config = BuildConfig(source=str(source), pairs=str(source / "pairs.txt"), occlusion=kind, side=side,
+                             seed=seed, image_ext=".png")
+        out = out_root / kind
+        manifest = out / "manifest.json"
+        if manifest.is_file():
+            recorded = json.loads(manifest.read_text(encoding="utf-8")).get("config", {})
+            if recorded == json.loads(json.dumps(asdict(config))):
+                built.append(out)
+                continue
+        built.append(build_occluded_set(config, out, overwrite=True))
+    return built
+
+
+def parse_args(argv: Optional[Sequence[str]], description: str, defaults: Mapping[str, Any]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", required=True,
+                        help="aligned images root (or a folder holding images/ and landmarks.txt)")
+    parser.add_argument("--pairs", required=True, help="the source pairs file")
+    parser.add_argument("--out", required=True, help="output folder (images/, pairs.txt, manifest.json, ...)")
+    parser.add_argument("--occlusion", default=defaults.get("occlusion", "mask"),
+                        help=f"occluder kind, comma list, or alias ({', '.join(OCCLUSION_ALIASES)})")
+    parser.add_argument("--side", choices=SIDES, default=defaults.get("side", "both"),
+                        help="which images of the pairs are occluded (see the module docstring)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fill", default=defaults.get("fill", "zero"),
+                        help="fill of partial views / shapes: zero | mean | noise | blur | white | random")
+    parser.add_argument("--pairs-format", default=defaults.get("pairs_format", "lfw"),
+                        help="pairs parser name (test_protocol.PAIRS_PARSERS: lfw, rfw, calfw, cplfw, ...)")
+    parser.add_argument("--image-ext", default=defaults.get("image_ext", ".jpg"),
+                        help="image extension the LFW-style pairs names get")
+    parser.add_argument("--landmarks", help="landmark file (default: <source>/landmarks.txt)")
+    parser.add_argument("--template", choices=sorted(TEMPLATES),
+                        help="declare that the faces are aligned to this template (instead of a landmark file)")
+    parser.add_argument("--params", default="{}", help='per-kind occluder options as JSON, e.g. '
+                                                       '\'{"block": {"area_ratio": [0.2, 0.3]}}\'')
+    parser.add_argument("--examples", type=int, default=8, help="pairs shown in examples.png")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--overwrite", action="store_true", help="replace a previous build in --out")
+    return parser.parse_args(argv)
+
+
+def run_cli(argv: Optional[Sequence[str]], description: str, **defaults: Any) -> Path:
+    """Command line shared by crop_lfw_random / crop_calfw_random / crop_cplfw_random."""
+    args = parse_args(argv, description, defaults)
+    try:
+        params = json.loads(args.params)
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"--params: not valid JSON ({error})")
+    if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+        raise SystemExit('--params: expected a JSON object of {kind: {option: value}}')
+    config = BuildConfig(source=args.source, pairs=args.pairs, occlusion=args.occlusion, side=args.side,
+                         seed=args.seed, fill=args.fill, pairs_format=args.pairs_format, image_ext=args.image_ext,
+                         landmarks=args.landmarks, template=args.template, params=params, examples=args.examples)
+    out = build_occluded_set(config, args.out, workers=args.workers, overwrite=args.overwrite)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    counts = manifest["counts"]
+    print(f"wrote {out}: {counts['images']} images ({counts['occluded_images']} occluded: {counts['kinds']}), "
+          f"{counts['pairs']} pairs by occluded sides {counts['pairs_by_occluded_sides']}, "
+          f"sha256 {manifest['output_sha256'][:16]}")
+    return out
