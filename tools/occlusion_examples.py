@@ -1,0 +1,100 @@
+"""README figure: every occlusion type (rows) on real aligned faces from ../shared (when present) and on the embedded
+synthetic faces (columns), plus the visibility masks of a few of them.
+
+    python -m tools.occlusion_examples [--out docs/figures/occlusion_examples.png] [--shared ../shared]
+
+Writes ``<out>`` (the grid) and ``<out stem>_visibility.png`` (image | visibility overlay, magenta = occluded).
+Real faces: CelebA aligned to the ArcFace template (so the template is their landmarks); skipped with a message
+when ../shared is absent. Synthetic faces use the generator's own landmarks.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from data_processor.image_io import read_image, write_image
+from data_processor.landmarks import ARCFACE_TEMPLATE_112
+from data_processor.occlusion import OCCLUDERS, RGBAOccluder, occlude
+from data_processor.occlusion.grid import image_grid, stack_rows, visibility_overlay
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+Face = Tuple[np.ndarray, np.ndarray]
+
+
+def real_faces(shared: Path, count: int) -> List[Face]:
+    root = shared / "data" / "celeba_subset_112" / "images"
+    if not root.is_dir():
+        print(f"no real faces: {root} not found (figure uses synthetic faces only)")
+        return []
+    files = sorted(root.glob("*/*.jpg"))[::797][:count]
+    return [(read_image(path), ARCFACE_TEMPLATE_112.copy()) for path in files]
+
+
+def synthetic_faces(count: int) -> List[Face]:
+    from data_processor.synthetic_render import render_identity_image
+
+    return [render_identity_image(0, "test", identity, 1) for identity in range(count)]
+
+
+def demo_rgba_occluder() -> RGBAOccluder:
+    """A user-style RGBA occluder drawn here (a patterned cloth mask at 2× template scale, anchors = template)."""
+    scale = 2.0
+    art = np.zeros((224, 224, 4), dtype=np.uint8)
+    outline = np.array([[30, 128], [112, 116], [194, 128], [196, 180], [160, 228], [112, 240], [64, 228],
+                        [28, 180]], dtype=np.int32)
+    cv2.fillPoly(art, [outline], (230, 140, 40, 255))
+    for y in range(120, 240, 12):
+        cv2.line(art, (0, y), (223, y), (250, 220, 120, 255), 3)
+    art[..., 3] = np.where(cv2.fillPoly(np.zeros((224, 224), np.uint8), [outline], 255) > 0, 235, 0)
+    return RGBAOccluder(art, ARCFACE_TEMPLATE_112 * scale, name="demo_cloth_mask")
+
+
+def build_figure(faces: Sequence[Face], kinds: Sequence[str], seed: int = 0) -> np.ndarray:
+    occluder = demo_rgba_occluder()
+    rows = []
+    for kind in kinds:
+        params = {"occluder": occluder} if kind == "rgba" else {}
+        rows.append([occlude(image, points, kind, (seed, index), **params)[0]
+                     for index, (image, points) in enumerate(faces)])
+    return image_grid(rows, list(kinds), cell=80)
+
+
+def build_visibility_figure(faces: Sequence[Face], kinds: Sequence[str], seed: int = 0) -> np.ndarray:
+    rows = []
+    for kind in kinds:
+        row = []
+        for index, (image, points) in enumerate(faces):
+            noisy, visibility = occlude(image, points, kind, (seed, index))
+            row += [noisy, visibility_overlay(image, visibility)]
+        rows.append(row)
+    labels = [label for _ in faces for label in ("occluded", "visibility")]
+    return image_grid(rows, list(kinds), labels, cell=80)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(REPO_ROOT / "docs" / "figures" / "occlusion_examples.png"))
+    parser.add_argument("--shared", default=str(REPO_ROOT.parent / "shared"))
+    parser.add_argument("--real", type=int, default=2, help="real faces (columns) when ../shared is present")
+    parser.add_argument("--synthetic", type=int, default=3, help="synthetic faces (columns)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    faces = real_faces(Path(args.shared), args.real) + synthetic_faces(args.synthetic)
+    kinds = [name for name in OCCLUDERS.names() if name != "clean"]
+    kinds = ["clean"] + sorted(kinds, key=lambda name: (name.startswith("partial_"), name))
+    out = Path(args.out)
+    write_image(out, build_figure(faces, kinds, args.seed))
+    shown = faces[:1] + faces[-1:]
+    visibility_kinds = ["mask", "sunglasses", "eyeglasses", "hand", "partial_upper", "partial_random", "polygon"]
+    visibility_out = out.with_name(f"{out.stem}_visibility{out.suffix}")
+    write_image(visibility_out, stack_rows([build_visibility_figure(shown, visibility_kinds, args.seed)]))
+    print(f"wrote {out} ({len(kinds)} types x {len(faces)} faces) and {visibility_out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
