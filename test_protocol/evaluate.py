@@ -1,0 +1,106 @@
+"""Run protocols on a model: one extraction per image set, shared by every protocol (and variant) on that set.
+
+``evaluate_model(model, spec, cfg["eval"]["protocols"], device)`` is what the Trainer calls after training;
+``format_table(rows)`` prints the result rows as one aligned table. A protocol config is the keyword arguments of a
+class in ``PROTOCOLS`` (``type`` defaults to ``PairVerification``); ``variant: both`` expands to the two variants.
+A set whose root or pairs file is absent gives a ``not available: <path> missing`` row; a set that exists but misses
+an image raises.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
+
+import torch
+
+from data_processor.preprocess import PreprocessSpec
+from test_protocol import PROTOCOLS
+from test_protocol.extract import extract_views
+from test_protocol.protocol_base import SetNotAvailable
+
+logger = logging.getLogger(__name__)
+Row = Dict[str, Any]
+
+
+def expand_variants(cfg: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """``variant: both`` → one config per variant; anything else unchanged (with ``type`` filled in)."""
+    cfg = {"type": "PairVerification", **cfg}
+    if cfg.get("variant") == "both":
+        return [{**cfg, "variant": variant} for variant in ("facexzoo", "insightface")]
+    return [cfg]
+
+
+def build_protocols(protocol_cfgs: Sequence[Mapping[str, Any]]) -> List[Union[Any, Row]]:
+    """Protocol objects, or a 'not available' row for each set whose data is absent."""
+    built: List[Union[Any, Row]] = []
+    for position, raw_cfg in enumerate(protocol_cfgs):
+        for cfg in expand_variants(raw_cfg):
+            try:
+                built.append(PROTOCOLS.build(cfg, where=f"eval.protocols[{position}]"))
+            except SetNotAvailable as missing:
+                built.append({"set": missing.name, "variant": cfg.get("variant", "-"),
+                              "status": f"not available: {missing.missing} missing"})
+    return built
+
+
+def run_protocols(model: torch.nn.Module, spec: PreprocessSpec, protocols: Sequence[Union[Any, Row]],
+                  device: Union[str, torch.device], batch_size: int = 128, checkpoint: str = "",
+                  num_workers: int = 0) -> List[Row]:
+    """Extract each distinct image set once (with the flip view if any protocol on it needs it), then compute."""
+    groups: Dict[Tuple[str, ...], List[Any]] = {}
+    for protocol in protocols:
+        if not isinstance(protocol, dict):
+            groups.setdefault(tuple(protocol.image_paths()), []).append(protocol)
+    for members in groups.values():
+        with_flip = any(protocol.needs_flip for protocol in members)
+        views = extract_views(model, members[0].images(), spec, device, batch_size, with_flip=with_flip,
+                              num_workers=num_workers, desc=members[0].name)
+        for protocol in members:
+            protocol.process(range(len(views)), views)
+    rows = []
+    for protocol in protocols:
+        row = protocol if isinstance(protocol, dict) else protocol.compute(checkpoint=checkpoint)
+        rows.append({**row, "checkpoint": checkpoint})
+    return rows
+
+
+def evaluate_model(model: torch.nn.Module, spec: PreprocessSpec, protocol_cfgs: Sequence[Mapping[str, Any]],
+                   device: Union[str, torch.device], batch_size: int = 128, checkpoint: str = "<name>") -> List[Row]:
+    """Build every protocol of ``protocol_cfgs`` and evaluate ``model`` on it; one row per (set, variant)."""
+    return run_protocols(model, spec, build_protocols(protocol_cfgs), device, batch_size, checkpoint)
+
+
+TABLE_COLUMNS = (
+    ("set", "set", "{}"), ("variant", "variant", "{}"), ("flip", "flip", "{}"), ("rule", "threshold_rule", "{}"),
+    ("acc %", "accuracy", "{:.2f}"), ("±", "spread", "{:.2f}"), ("spread", "spread_kind", "{}"),
+    ("AUC", "auc", "{:.4f}"), ("TAR@1e-3", "tar@far=1e-3", "{:.2f}"), ("TAR@1e-4", "tar@far=1e-4", "{:.2f}"),
+    ("rank-1", "rank1", "{:.2f}"), ("pairs", "num_pairs", "{}"), ("pairs sha256", "pairs_sha256", "{}"),
+    ("checkpoint", "checkpoint", "{}"),
+)
+
+
+def table_cells(rows: Sequence[Row]) -> Tuple[List[str], List[List[str]]]:
+    """(header, cells per row) over the columns any row has; a 'not available' row is [set, variant, status]."""
+    columns = [column for column in TABLE_COLUMNS if any(column[1] in row for row in rows)]
+    body = []
+    for row in rows:
+        if "status" in row:
+            body.append([str(row.get("set", "")), str(row.get("variant", "-")), row["status"]])
+        else:
+            body.append([fmt.format(row[key]) if row.get(key) is not None else "-" for _, key, fmt in columns])
+    return [title for title, _, _ in columns], body
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """One aligned text table; every row names its protocol variant; 'not available' rows show their status."""
+    header, body = table_cells(rows)
+    full = [cells for cells, row in zip(body, rows) if "status" not in row]
+    widths = [max(len(cells[i]) for cells in [header, *full]) for i in range(len(header))]
+
+    def join(cells: Sequence[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+
+    lines = [join(header), "-" * len(join(header))]
+    for cells, row in zip(body, rows):
+        lines.append(join(cells[:2]) + "  " + cells[2] if "status" in row else join(cells))
+    return "\n".join(lines)

@@ -1,0 +1,143 @@
+"""Plumbing shared by the embedding-based protocols: image keys, the embedding store, checksums, errors."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from test_protocol.extract import EmbeddingViews, ImageSource, check_flip
+from test_protocol.verification_metrics import roc, tar_at_far
+
+TAR_FARS = (1e-3, 1e-4)
+MAX_LISTED_MISSING = 5
+
+
+class SetNotAvailable(FileNotFoundError):
+    """The data set itself (root folder or pairs file) is absent: reported as 'not available', not as an error."""
+
+    def __init__(self, name: str, missing: Path) -> None:
+        super().__init__(f"{name}: not available: {missing} missing")
+        self.name = name
+        self.missing = missing
+
+
+def file_sha256(paths: Union[Path, Sequence[Path]], length: int = 12) -> str:
+    """First ``length`` hex digits of the SHA-256 of one file (or of several, concatenated)."""
+    digest = hashlib.sha256()
+    for path in [paths] if isinstance(paths, Path) else paths:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:length]
+
+
+def check_available(name: str, paths: Iterable[Optional[Path]]) -> None:
+    for path in paths:
+        if path is not None and not path.exists():
+            raise SetNotAvailable(name, path)
+
+
+def check_images_exist(name: str, root: Path, relative_paths: Sequence[str], source: str) -> None:
+    """FileNotFoundError with the count and the first few paths when any image under ``root`` is missing."""
+    missing = [p for p in relative_paths if not (root / p).is_file()]
+    if missing:
+        shown = ", ".join(missing[:MAX_LISTED_MISSING])
+        more = f" (and {len(missing) - MAX_LISTED_MISSING} more)" if len(missing) > MAX_LISTED_MISSING else ""
+        raise FileNotFoundError(f"{name}: {len(missing)} of {len(relative_paths)} images named by {source} are "
+                                f"missing under {root}; first: {shown}{more}")
+
+
+def tar_columns(similarity: np.ndarray, issame: np.ndarray) -> Dict[str, float]:
+    """``{"tar@far=1e-3": %, "tar@far=1e-4": %}``."""
+    return {f"tar@far={far:.0e}".replace("e-0", "e-"): 100.0 * tar
+            for far, tar in tar_at_far(similarity, issame, TAR_FARS).items()}
+
+
+class EmbeddingProtocol:
+    """Base of protocols that embed a fixed list of images: ``image_paths`` / ``process`` / ``compute``.
+
+    Subclasses call ``_setup(keys, prefix)`` (``prefix + key`` is the image's path) and implement ``compute``.
+    """
+
+    name: str
+    flip: str
+
+    def _setup(self, keys: Sequence[str], prefix: str) -> None:
+        check_flip(self.flip)
+        self.keys = list(keys)
+        self.prefix = prefix
+        self.position = {key: i for i, key in enumerate(self.keys)}
+        self.filled = np.zeros(len(self.keys), dtype=bool)
+        self.plain: Optional[torch.Tensor] = None
+        self.flipped: Optional[torch.Tensor] = None
+        self.curve: Optional[Tuple[np.ndarray, np.ndarray]] = None
+
+    @property
+    def needs_flip(self) -> bool:
+        return self.flip != "none"
+
+    def image_paths(self) -> List[str]:
+        """Unique images to embed, in the order ``process`` indices refer to."""
+        return [self.prefix + key for key in self.keys]
+
+    def images(self) -> ImageSource:
+        """What ``extract_views`` takes (paths by default)."""
+        return self.image_paths()
+
+    def _index(self, item: Union[int, str, Path]) -> int:
+        if isinstance(item, (str, Path)):
+            key = str(item)
+            key = key[len(self.prefix):] if key.startswith(self.prefix) else key
+            if key not in self.position:
+                raise KeyError(f"{self.name}: image {item} is not part of this protocol")
+            return self.position[key]
+        index = int(item)
+        if not 0 <= index < len(self.keys):
+            raise IndexError(f"{self.name}: image index {index} out of range [0, {len(self.keys)})")
+        return index
+
+    def process(self, indices_or_paths: Iterable[Union[int, str]],
+                embeddings: Union[torch.Tensor, EmbeddingViews]) -> None:
+        """Store embeddings of images given by index into ``image_paths()`` or by path (any order, any batching).
+
+        A plain tensor is the no-flip view; with a flip, pass ``EmbeddingViews`` carrying the flipped view
+        (``extract_views(..., with_flip=True)``).
+        """
+        views = embeddings if isinstance(embeddings, EmbeddingViews) else EmbeddingViews(torch.as_tensor(embeddings))
+        if self.needs_flip and views.flipped is None:
+            raise ValueError(f"{self.name}: flip={self.flip!r} needs EmbeddingViews with the flipped view "
+                             "(extract_views(..., with_flip=True))")
+        index = torch.as_tensor([self._index(item) for item in indices_or_paths], dtype=torch.long)
+        if len(views) != index.numel():
+            raise ValueError(f"{self.name}: process got {index.numel()} images but {len(views)} embeddings")
+        if self.plain is None:
+            self.plain = torch.zeros(len(self.keys), views.plain.shape[1])
+            self.flipped = torch.zeros_like(self.plain) if self.needs_flip else None
+        self.plain[index] = views.plain.detach().float().cpu()
+        if self.flipped is not None:
+            self.flipped[index] = views.flipped.detach().float().cpu()
+        self.filled[index.numpy()] = True
+
+    def normalised_embeddings(self) -> torch.Tensor:
+        """Flip-fused, L2-normalised embeddings of all images (every image must have been processed)."""
+        if not self.filled.all():
+            missing = [self.keys[i] for i in np.flatnonzero(~self.filled)[:MAX_LISTED_MISSING]]
+            raise RuntimeError(f"{self.name}: {int((~self.filled).sum())} images were never processed, "
+                               f"first: {missing}")
+        return F.normalize(EmbeddingViews(self.plain, self.flipped).fuse(self.flip), dim=1)
+
+    def store_curve(self, similarity: np.ndarray, issame: np.ndarray) -> None:
+        self.curve = roc(similarity, issame)
+
+    def roc_curve(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(FPR, TPR) of the last ``compute()``."""
+        if self.curve is None:
+            raise RuntimeError(f"{self.name}: call compute() first")
+        return self.curve
+
+    def compute(self, checkpoint: str = "") -> Dict[str, Any]:
+        raise NotImplementedError

@@ -1,0 +1,119 @@
+"""10-fold pair verification (LFW, CALFW, CPLFW, AgeDB-30, RFW, ``.bin`` sets and their occluded copies).
+
+Two variants, named in every result row (see ``verification_metrics`` for the exact rules):
+
+- ``facexzoo`` (default): cosine of L2-normalised embeddings, no flip, Youden threshold over the train folds'
+  score range, mean ± standard error (std(ddof=1)/√k).
+- ``insightface``: squared L2 distance of L2-normalised (flip-summed) embeddings, accuracy-chosen threshold on the
+  0..4 grid, mean ± std (ddof 0).
+
+Both also give ROC AUC and TAR@FAR=1e-3/1e-4 over all pairs. Usage::
+
+    protocol = PROTOCOLS.build({"type": "PairVerification", "name": "LFW", "root": ..., "pairs_file": ...})
+    embeddings = extract_views(model, protocol.images(), spec, device, with_flip=protocol.needs_flip)
+    protocol.process(range(len(embeddings)), embeddings)
+    row = protocol.compute(checkpoint="work_dirs/x/checkpoints/last.pt")
+
+Every image the pairs need is checked at construction: a missing image is a ``FileNotFoundError`` naming the count
+and the first few paths, before any embedding work; a missing root or pairs file is ``SetNotAvailable``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from data_processor.image_io import decode_image
+from test_protocol import PAIRS_PARSERS, PROTOCOLS
+from test_protocol.extract import ImageSource, check_flip
+from test_protocol.pairs_parsers import PairList
+from test_protocol.protocol_base import (EmbeddingProtocol, check_available, check_images_exist, file_sha256,
+                                         tar_columns)
+from test_protocol.verification_metrics import SPREAD_KINDS, auc, kfold_facexzoo, kfold_insightface, spread
+
+VARIANTS = ("facexzoo", "insightface")
+VARIANT_DEFAULTS = {
+    "facexzoo": {"flip": "none", "spread": "sem", "threshold_rule": "youden", "score": "cosine"},
+    "insightface": {"flip": "sum", "spread": "std", "threshold_rule": "accuracy", "score": "squared_l2"},
+}
+
+
+class EncodedImages(Dataset):
+    """Decodes the encoded images of a ``.bin`` set on access (uint8 RGB ``H×W×3``)."""
+
+    def __init__(self, encoded: Sequence[bytes], source: str) -> None:
+        self.encoded, self.source = encoded, source
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return decode_image(self.encoded[index], f"{self.source} image {index}")
+
+
+@PROTOCOLS.register()
+class PairVerification(EmbeddingProtocol):
+    """k-fold verification on a pairs file; ``compute()`` returns one result row (see the module docstring)."""
+
+    def __init__(self, name: str, pairs_file: str, root: Optional[str] = None, parser: str = "lfw",
+                 image_ext: str = ".jpg", variant: str = "facexzoo", flip: Optional[str] = None,
+                 spread: Optional[str] = None, num_folds: Optional[int] = None) -> None:
+        if variant not in VARIANTS:
+            raise ValueError(f"{name}: variant must be one of {VARIANTS}, got {variant!r}")
+        defaults = VARIANT_DEFAULTS[variant]
+        self.name, self.variant = name, variant
+        self.flip = check_flip(flip or defaults["flip"])
+        self.spread_kind = spread or defaults["spread"]
+        if self.spread_kind not in SPREAD_KINDS:
+            raise ValueError(f"{name}: spread must be one of {SPREAD_KINDS}, got {self.spread_kind!r}")
+        self.pairs_file = Path(pairs_file)
+        self.root = Path(root) if root is not None else None
+        if parser != "bin" and self.root is None:
+            raise ValueError(f"{name}: 'root' (the image folder) is required for parser {parser!r}")
+        check_available(name, [self.root, self.pairs_file])
+        self.pairs: PairList = PAIRS_PARSERS.get(parser)(self.pairs_file, image_ext=image_ext,
+                                                          num_folds=num_folds or 10)
+        self.num_folds = num_folds or self.pairs.num_folds or 10
+        self.pairs_sha256 = file_sha256(self.pairs_file)
+        if self.pairs.encoded is None:
+            check_images_exist(name, self.root, self.pairs.images, str(self.pairs_file))
+            self._setup(self.pairs.images, str(self.root) + "/")
+        else:
+            self._setup(self.pairs.images, str(self.pairs_file))
+
+    def images(self) -> ImageSource:
+        """What ``extract_views`` takes: the paths, or a Dataset decoding a ``.bin``'s images."""
+        if self.pairs.encoded is not None:
+            return EncodedImages(self.pairs.encoded, str(self.pairs_file))
+        return self.image_paths()
+
+    def scores(self) -> np.ndarray:
+        """Similarity per pair (higher = same): cosine (facexzoo) or minus squared L2 distance (insightface)."""
+        embeddings = self.normalised_embeddings()
+        first = embeddings[torch.from_numpy(self.pairs.first)]
+        second = embeddings[torch.from_numpy(self.pairs.second)]
+        if self.variant == "facexzoo":
+            return (first * second).sum(dim=1).double().numpy()
+        return -((first - second) ** 2).sum(dim=1).double().numpy()
+
+    def compute(self, checkpoint: str = "") -> Dict[str, Any]:
+        similarity, issame = self.scores(), self.pairs.issame
+        if self.variant == "facexzoo":
+            accuracies, thresholds = kfold_facexzoo(similarity, issame, self.num_folds)
+        else:
+            accuracies, thresholds = kfold_insightface(-similarity, issame, self.num_folds)
+        self.store_curve(similarity, issame)
+        defaults = VARIANT_DEFAULTS[self.variant]
+        return {
+            "set": self.name, "variant": self.variant, "flip": self.flip,
+            "threshold_rule": defaults["threshold_rule"], "score": defaults["score"],
+            "accuracy": 100.0 * float(accuracies.mean()),
+            "spread": 100.0 * spread(accuracies, self.spread_kind), "spread_kind": self.spread_kind,
+            "threshold": float(thresholds.mean()), "auc": auc(similarity, issame),
+            **tar_columns(similarity, issame),
+            "num_pairs": int(issame.size), "num_folds": self.num_folds, "pairs_sha256": self.pairs_sha256,
+            "checkpoint": checkpoint,
+        }
