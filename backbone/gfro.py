@@ -1,0 +1,269 @@
+"""GFRO's embedding network: a shared trunk, template-region branches and a dual mixture of experts (GFRO.md §2).
+
+    image → trunk.forward_features → map [B, C, h, w]
+        ├─ global branch: trunk.forward_neck(map)                        → [B, D]
+        └─ R region branches: masked depthwise pooling over a template
+           region of the map → BN → Dropout → Linear → BN                → [B, D] each
+    MoE #1 (refine): per branch, x + Σ_e g_e(x)·MLP_e(x) over E experts (softmax gate, optional top-k)
+    MoE #2 (integrate): a gate over all refined branches → one softmax weight per branch
+    embedding = BN(Σ_b w_b · x_b)                                        → [B, D]
+
+Train and test run the same computation (``forward`` and ``forward_train`` share ``_aggregate``); test time
+needs no landmarks because alignment puts the face parts at the template positions.
+
+Choices *(ours)*: region masks are the fractional overlap of each map cell with a box derived from the ArcFace
+template landmarks (``template_region_boxes``); a region branch pools with a learnable per-channel spatial weight
+restricted to its mask (a masked global depthwise convolution, initialised to the masked average); the refine
+experts are per branch (GELU MLPs whose output layers start small); both gates start uniform (zero-initialised
+output layers), so the untrained aggregator is close to the plain average of the branch features; the integrate
+gate is LayerNorm → Linear → ReLU → Linear over its input; ``global_prior`` biases it towards the global branch
+at initialisation (useful when fine-tuning a released trunk).
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backbone import BACKBONES
+from backbone.base import FaceBackbone
+from data_processor.landmarks import TEMPLATES
+from loss.moe_balance import switch_balance_loss
+from utils.checkpoint import load_backbone_weights
+from utils.registry import ConfigError
+
+REGION_NAMES = ("upper", "lower", "left", "right", "eyes", "mouth", "central")
+INTEGRATE_INPUTS = ("concat", "mean_norms")
+Box = Tuple[float, float, float, float]
+
+
+def template_size(template: str) -> Tuple[int, int]:
+    """(height, width) encoded in a template name such as ``arcface_112x112``."""
+    match = re.search(r"_(\d+)x(\d+)$", template)
+    if template not in TEMPLATES or match is None:
+        raise ConfigError(f"backbone.template: unknown template {template!r}; expected one of {sorted(TEMPLATES)}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def template_region_boxes(landmarks: np.ndarray, image_size: Tuple[int, int]) -> Dict[str, Box]:
+    """Boxes ``(x0, y0, x1, y1)`` in pixels of every region in ``REGION_NAMES`` for 5 template landmarks.
+
+    ``upper`` lies above the line halfway between the eye line and the nose tip, ``lower`` below it; ``left`` /
+    ``right`` split at the nose x (image left); ``eyes`` and ``mouth`` are bands around the eye line and the
+    mouth-corner line; ``central`` is the eyes–nose–mouth box.
+    """
+    height, width = image_size
+    points = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    eye_y = float(points[:2, 1].mean())
+    nose_x, nose_y = (float(v) for v in points[2])
+    mouth_y = float(points[3:, 1].mean())
+    left_x, right_x = float(points[:, 0].min()), float(points[:, 0].max())
+    split_y = (eye_y + nose_y) / 2.0
+    eye_half = split_y - eye_y
+    mouth_half = (mouth_y - nose_y) / 2.0
+    return {
+        "upper": (0.0, 0.0, float(width), split_y),
+        "lower": (0.0, split_y, float(width), float(height)),
+        "left": (0.0, 0.0, nose_x, float(height)),
+        "right": (nose_x, 0.0, float(width), float(height)),
+        "eyes": (0.0, eye_y - eye_half, float(width), eye_y + eye_half),
+        "mouth": (0.0, mouth_y - mouth_half, float(width), min(float(height), mouth_y + mouth_half)),
+        "central": (left_x, eye_y - eye_half, right_x, min(float(height), mouth_y + mouth_half)),
+    }
+
+
+def region_cell_weights(box: Box, image_size: Tuple[int, int], grid_size: Tuple[int, int]) -> torch.Tensor:
+    """Fraction of every cell of a ``grid_size`` map (spread over ``image_size`` pixels) that ``box`` covers."""
+    (height, width), (rows, cols) = image_size, grid_size
+    x0, y0, x1, y1 = box
+
+    def overlap(start: float, end: float, extent: float, cells: int) -> torch.Tensor:
+        edges = torch.linspace(0.0, extent, cells + 1, dtype=torch.float64)
+        covered = (torch.minimum(edges[1:], torch.tensor(end)) - torch.maximum(edges[:-1], torch.tensor(start)))
+        return covered.clamp(min=0.0) / (extent / cells)
+
+    weights = overlap(y0, y1, height, rows)[:, None] * overlap(x0, x1, width, cols)[None, :]
+    return weights.float()
+
+
+class RegionBranch(nn.Module):
+    """Masked depthwise pooling of the map over one region → BN → Dropout → Linear → BN."""
+
+    def __init__(self, mask: torch.Tensor, channels: int, feat_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if float(mask.sum()) <= 0:
+            raise ValueError("region mask covers no cell of the feature map")
+        self.register_buffer("mask", mask, persistent=False)
+        self.spatial_weight = nn.Parameter(torch.full((channels, *mask.shape), 1.0 / float(mask.sum())))
+        self.bn_pooled = nn.BatchNorm1d(channels)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(channels, feat_dim, bias=False)
+        self.bn_embedding = nn.BatchNorm1d(feat_dim)
+
+    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
+        pooled = (feature_map * (self.spatial_weight * self.mask)).sum(dim=(2, 3))
+        return self.bn_embedding(self.fc(self.dropout(self.bn_pooled(pooled))))
+
+
+class RefineMoE(nn.Module):
+    """MoE #1: per branch, ``x + Σ_e g_e(x)·MLP_e(x)`` with E two-layer experts and a softmax gate.
+
+    All branches' experts run as batched einsums; with ``top_k`` the gate keeps each token's k largest logits
+    (softmax over those, as in sparse MoEs) — the other experts are still evaluated (they are small) but weighted 0.
+    """
+
+    def __init__(self, num_branches: int, dim: int, num_experts: int, hidden: int, top_k: Optional[int]) -> None:
+        super().__init__()
+        self.num_experts, self.top_k = num_experts, top_k
+        self.gate_weight = nn.Parameter(torch.zeros(num_branches, dim, num_experts))
+        self.gate_bias = nn.Parameter(torch.zeros(num_branches, num_experts))
+        bound = 1.0 / math.sqrt(dim)
+        self.w1 = nn.Parameter(torch.empty(num_branches, num_experts, dim, hidden).uniform_(-bound, bound))
+        self.b1 = nn.Parameter(torch.zeros(num_branches, num_experts, hidden))
+        self.w2 = nn.Parameter(torch.empty(num_branches, num_experts, hidden, dim).normal_(0.0, 0.02))
+        self.b2 = nn.Parameter(torch.zeros(num_branches, num_experts, dim))
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x`` [B, branches, D] → (refined [B, branches, D], gate logits, routing weights [B, branches, E])."""
+        logits = (torch.einsum("bnd,nde->bne", x, self.gate_weight.to(x.dtype)) + self.gate_bias).float()
+        if self.top_k is None or self.top_k >= self.num_experts:
+            weights = logits.softmax(dim=-1)
+        else:
+            kept = logits.topk(self.top_k, dim=-1).indices
+            dropped = torch.ones_like(logits, dtype=torch.bool).scatter(-1, kept, False)
+            weights = logits.masked_fill(dropped, float("-inf")).softmax(dim=-1)
+        hidden = F.gelu(torch.einsum("bnd,nedh->bneh", x, self.w1.to(x.dtype)) + self.b1.to(x.dtype))
+        expert_out = torch.einsum("bneh,nehd->bned", hidden, self.w2.to(x.dtype)) + self.b2.to(x.dtype)
+        refined = x + torch.einsum("bne,bned->bnd", weights.to(expert_out.dtype), expert_out)
+        return refined, logits, weights
+
+
+class IntegrateGate(nn.Module):
+    """MoE #2's gate: refined branch features → one softmax weight per branch."""
+
+    def __init__(self, num_branches: int, dim: int, integrate_input: str, hidden: int, global_prior: float) -> None:
+        super().__init__()
+        if integrate_input not in INTEGRATE_INPUTS:
+            raise ConfigError(f"backbone.integrate_input must be one of {INTEGRATE_INPUTS}, got {integrate_input!r}")
+        self.integrate_input = integrate_input
+        in_dim = num_branches * dim if integrate_input == "concat" else dim + num_branches
+        self.net = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, num_branches))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+        with torch.no_grad():
+            self.net[-1].bias[0] = global_prior
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, branches, D] → gate logits [B, branches] (float32)."""
+        if self.integrate_input == "concat":
+            gate_input = torch.flatten(x, 1)
+        else:
+            norms = x.float().norm(dim=2) / math.sqrt(x.shape[2])
+            gate_input = torch.cat([x.mean(dim=1), norms.to(x.dtype)], dim=1)
+        return self.net(gate_input).float()
+
+
+@BACKBONES.register()
+class GFROEmbedding(FaceBackbone):
+    """GFRO embedding network (module docstring). Built from ``{type: GFROEmbedding, trunk: {type: ...}}``.
+
+    Args:
+        trunk: backbone config (or an already built ``FaceBackbone``) providing the map and the global neck.
+        regions: template regions, each a branch (subset of ``REGION_NAMES``).
+        num_experts / top_k / expert_hidden: refine MoE size; ``top_k=None`` is a dense softmax gate.
+        integrate_input: integrate-gate input, ``concat`` of the branch features or ``mean_norms`` (their mean
+            plus each branch's norm).
+        gate_hidden: hidden width of the integrate gate.
+        global_prior: initial logit bias of the global branch in the integrate gate (0 = uniform start).
+        dropout: dropout in the region branches (the global branch uses the trunk's own).
+        feat_dim: embedding size; must equal the trunk's ``feat_dim`` (the global branch is the trunk's neck).
+        balance_weight: λ_bal of the load-balancing term returned by ``forward_train`` (``moe_balance``).
+        template: alignment template whose landmarks place the regions.
+    """
+
+    def __init__(self, trunk: Union[Mapping[str, Any], FaceBackbone],
+                 regions: Sequence[str] = ("upper", "lower", "left", "right"), num_experts: int = 4,
+                 top_k: Optional[int] = None, expert_hidden: int = 128, integrate_input: str = "concat",
+                 gate_hidden: int = 128, global_prior: float = 0.0, dropout: float = 0.0, feat_dim: int = 512,
+                 balance_weight: float = 0.01, template: str = "arcface_112x112") -> None:
+        super().__init__()
+        if isinstance(trunk, Mapping):
+            try:
+                trunk = BACKBONES.build(trunk, where="backbone.trunk")
+            except ConfigError as error:
+                raise ConfigError(f"backbone.trunk: {error}") from None
+        self.trunk = trunk
+        if not isinstance(self.trunk, FaceBackbone):
+            raise ConfigError(f"backbone.trunk must be a backbone config or FaceBackbone, got {type(trunk).__name__}")
+        if self.trunk.feat_dim != feat_dim:
+            raise ConfigError(f"backbone.feat_dim ({feat_dim}) must equal the trunk's feat_dim "
+                              f"({self.trunk.feat_dim}): the global branch is the trunk's own neck")
+        unknown = [r for r in regions if r not in REGION_NAMES]
+        if unknown or len(set(regions)) != len(regions):
+            raise ConfigError(f"backbone.regions: expected distinct names from {REGION_NAMES}, got {list(regions)}")
+        if num_experts < 1 or (top_k is not None and not 1 <= top_k <= num_experts):
+            raise ConfigError(f"backbone: need num_experts >= 1 and 1 <= top_k <= num_experts, got "
+                              f"num_experts={num_experts}, top_k={top_k}")
+        self.feat_dim = feat_dim
+        self.feature_channels = self.trunk.feature_channels
+        self.feature_size = tuple(self.trunk.feature_size)
+        self.regions = tuple(regions)
+        self.branch_names = ("global",) + self.regions
+        self.top_k = top_k
+        self.balance_weight = float(balance_weight)
+
+        image_size = template_size(template)
+        boxes = template_region_boxes(TEMPLATES[template], image_size)
+        self.region_branches = nn.ModuleList(
+            RegionBranch(region_cell_weights(boxes[name], image_size, self.feature_size), self.feature_channels,
+                         feat_dim, dropout)
+            for name in self.regions)
+        num_branches = len(self.branch_names)
+        self.refine = RefineMoE(num_branches, feat_dim, num_experts, expert_hidden, top_k)
+        self.integrate = IntegrateGate(num_branches, feat_dim, integrate_input, gate_hidden, global_prior)
+        self.bn_embedding = nn.BatchNorm1d(feat_dim)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk.forward_features(x)
+
+    def _aggregate(self, feature_map: torch.Tensor) -> Dict[str, torch.Tensor]:
+        branches = [self.trunk.forward_neck(feature_map)] + [branch(feature_map) for branch in self.region_branches]
+        dtype = branches[0].dtype
+        stacked = torch.stack([b.to(dtype) for b in branches], dim=1)  # [B, branches, D]
+        refined, refine_logits, refine_weights = self.refine(stacked)
+        integrate_logits = self.integrate(refined)
+        integrate_weights = integrate_logits.softmax(dim=-1)
+        fused = (integrate_weights.to(refined.dtype).unsqueeze(-1) * refined).sum(dim=1)
+        return {"embedding": self.bn_embedding(fused), "refine_logits": refine_logits,
+                "refine_weights": refine_weights, "integrate_logits": integrate_logits,
+                "integrate_weights": integrate_weights}
+
+    def forward_neck(self, feature_map: torch.Tensor) -> torch.Tensor:
+        return self._aggregate(feature_map)["embedding"]
+
+    def balance_loss(self, refine_logits: torch.Tensor, integrate_logits: torch.Tensor) -> torch.Tensor:
+        """Unweighted balance loss: mean over branches of the refine gates' loss + the integrate gate's loss."""
+        refine_probs = refine_logits.softmax(dim=-1)
+        refine = torch.stack([switch_balance_loss(refine_probs[:, b], self.top_k)
+                              for b in range(refine_probs.shape[1])]).mean()
+        return refine + switch_balance_loss(integrate_logits.softmax(dim=-1))
+
+    def forward_train(self, x: torch.Tensor) -> Dict[str, Any]:
+        out = self._aggregate(self.forward_features(x))
+        balance = self.balance_loss(out["refine_logits"], out["integrate_logits"])
+        return {
+            "embedding": out["embedding"],
+            "aux_losses": {"moe_balance": self.balance_weight * balance},
+            "stats": {"integrate_weights": out["integrate_weights"].detach(),
+                      "refine_weights": out["refine_weights"].detach()},
+        }
+
+    def load_trunk_state_dict(self, state_dict: Mapping[str, torch.Tensor], source: str = "") -> None:
+        """Strictly load a trunk state_dict (e.g. a released or pre-trained plain backbone) for fine-tuning."""
+        load_backbone_weights(self.trunk, state_dict, source or "trunk state_dict")
