@@ -32,12 +32,14 @@ FLIP_PROBABILITY = 0.5            # horizontal flip, applied jointly to clean, n
 
 import importlib
 import logging
+import os
 import pkgutil
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from data_processor import DATASETS
 from data_processor.occlusion import PARTIAL_VIEWS, SYNTHETIC_OCCLUDERS, load_rgba_occluders, occlude
@@ -54,6 +56,18 @@ MODE_TYPES: Dict[str, Tuple[str, ...]] = {
     "mixed": OCCLUSION_TYPES,
 }
 FLIP_ORDER = [1, 0, 2, 4, 3]  # landmark indices after a horizontal flip (left and right swap)
+
+
+_OPENCV_CONFIGURED_PID: List[int] = []
+
+
+def _single_threaded_opencv_in_workers() -> None:
+    """In a DataLoader worker, give OpenCV one thread (torch does the same for itself): N workers × M OpenCV
+    threads would oversubscribe the cores. The main process is left alone."""
+    pid = os.getpid()
+    if _OPENCV_CONFIGURED_PID != [pid] and get_worker_info() is not None:
+        cv2.setNumThreads(1)
+        _OPENCV_CONFIGURED_PID[:] = [pid]
 
 
 def resolve_probabilities(mode: str, probabilities: Optional[Mapping[str, float]],
@@ -152,6 +166,7 @@ class OcclusionTrainDataset(Dataset):
         return self.types[min(position, len(self.types) - 1)]
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
+        _single_threaded_opencv_in_workers()
         # numpy throughout, tensors only at the end: tiny torch ops are slow when torch's thread pool is busy
         sample = dict(self.base[index])
         landmarks = sample["landmarks"].numpy().astype(np.float32)

@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from data_processor.datasets import ImageFolderDataset
-from data_processor.image_io import write_image
+from data_processor.image_io import read_image, write_image
+from data_processor.record_io import write_insightface_rec
 from data_processor.landmarks import ARCFACE_TEMPLATE_112, write_landmark_file
 from data_processor.occlusion import PARTIAL_VIEWS, SYNTHETIC_OCCLUDERS
 from data_processor.train_dataset import (FLIP_ORDER, OCCLUSION_TYPES, OcclusionTrainDataset, build_train_dataset,
@@ -211,3 +212,23 @@ def test_per_type_params_reach_the_occluder(image_folder):
     for index in range(4):
         sample = dataset[index]
         assert abs(float((sample["visibility"] == 0).float().mean()) - 0.5) < 0.03
+
+
+def test_every_dataset_format_can_be_wrapped(image_folder, tmp_path):
+    names = sorted(p.relative_to(image_folder / "images").as_posix() for p in (image_folder / "images").rglob("*.png"))
+    list_file = tmp_path / "train_list.txt"
+    list_file.write_text("".join(f"{name} {int(name[2])}\n" for name in names))
+    configs = [folder_cfg(image_folder),
+               {"type": "ImageListDataset", "root": str(image_folder / "images"), "list_file": str(list_file),
+                "landmarks_file": str(image_folder / "landmarks.txt")}]
+    images = [read_image(image_folder / "images" / name) for name in names]
+    write_insightface_rec(tmp_path / "rec", images, [int(name[2]) for name in names])
+    configs.append({"type": "RecordIODataset", "root": str(tmp_path / "rec")})
+    for cfg in configs:
+        dataset = build_train_dataset({"train": cfg, "occlusion": {"mode": "mixed", "seed": 0}})
+        assert dataset.num_classes == 4 and len(dataset) == 12, cfg["type"]
+        assert dataset.landmark_source == ("file" if "landmarks_file" in cfg else "template")
+        sample = dataset[0]
+        assert sample["noisy"].shape == sample["image"].shape == (3, 112, 112)
+        changed = (sample["noisy"] != sample["image"]).any(dim=0)
+        assert not (changed & (sample["visibility"][0] == 1)).any()

@@ -8,7 +8,7 @@ y≈92.3) and mapped onto each image through the least-squares affine fit of the
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Sequence, Tuple
+from typing import Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -93,14 +93,16 @@ def _fixed_point(points: np.ndarray) -> np.ndarray:
     return np.round(points * (1 << SUBPIXEL_BITS)).astype(np.int32).reshape(-1, 1, 2)
 
 
-def fill_polygon(mask: np.ndarray, points: np.ndarray) -> None:
-    """Set the pixels inside the polygon ``points`` (image coordinates) to 1 in the uint8 ``mask``."""
-    cv2.fillPoly(mask, [_fixed_point(points)], 1, lineType=cv2.LINE_8, shift=SUBPIXEL_BITS)
+def fill_polygon(target: np.ndarray, points: np.ndarray, value: Union[int, Tuple[int, ...]] = 1) -> None:
+    """Set the pixels inside the polygon ``points`` (image coordinates) of ``target`` to ``value`` (no anti-aliasing,
+    so a mask drawn with the same points covers exactly the same pixels)."""
+    cv2.fillPoly(target, [_fixed_point(points)], value, lineType=cv2.LINE_8, shift=SUBPIXEL_BITS)
 
 
-def draw_polyline(mask: np.ndarray, points: np.ndarray, thickness: float, closed: bool) -> None:
-    """Set the pixels of a polyline of the given thickness (pixels, at least 1) to 1 in the uint8 ``mask``."""
-    cv2.polylines(mask, [_fixed_point(points)], closed, 1, thickness=max(1, int(round(thickness))),
+def draw_polyline(target: np.ndarray, points: np.ndarray, thickness: float, closed: bool,
+                  value: Union[int, Tuple[int, ...]] = 1) -> None:
+    """Draw a polyline of the given thickness (pixels, at least 1) with ``value`` into ``target``."""
+    cv2.polylines(target, [_fixed_point(points)], closed, value, thickness=max(1, int(round(thickness))),
                   lineType=cv2.LINE_8, shift=SUBPIXEL_BITS)
 
 

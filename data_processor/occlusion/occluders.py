@@ -56,12 +56,10 @@ def face_mask(image: Image, landmarks: np.ndarray, rng: np.random.Generator, sty
     if style == "surgical":
         colour = pick_colour(rng, MASK_COLOURS, 12)
         parts = [Part(outline, colour, "noise")]
-        for y in (top + 17, top + 29, top + 41):
-            pleat = np.array([[17, y + 3], [40, y], [72, y], [95, y + 3]])
-            parts.append(Part(pleat, _darker(colour, 0.8), thickness=1.2, closed=False))
+        pleats = [np.array([[17, y + 3], [40, y], [72, y], [95, y + 3]]) for y in (top + 17, top + 29, top + 41)]
+        parts.append(Part(pleats, _darker(colour, 0.8), thickness=1.2, closed=False))
         loop = np.array([[15, top + 13], [6, top + 10], [2, 82], [6, 96], [18, 102]])
-        parts += [Part(loop, _darker(colour, 0.9), thickness=1.0, closed=False),
-                  Part(_mirror(loop), _darker(colour, 0.9), thickness=1.0, closed=False)]
+        parts.append(Part([loop, _mirror(loop)], _darker(colour, 0.9), thickness=1.0, closed=False))
     else:
         colour = pick_colour(rng, None)
         texture = TEXTURE_STYLES[int(rng.integers(1, len(TEXTURE_STYLES)))]
@@ -95,18 +93,16 @@ def _glasses_parts(rng: np.random.Generator, lens_colour: Optional[np.ndarray], 
     outlines = [_lens_outline(centre, shape, half_size) for centre in centres]
     if lens_colour is not None:
         highlight = jitter_colour(rng, np.clip(np.asarray(lens_colour) + 70, 0, 255), 10)
-        parts += [Part(outline, lens_colour, lens_style, highlight) for outline in outlines]
-    parts += [Part(outline, frame_colour, thickness=thickness) for outline in outlines]
+        parts.append(Part(outlines, lens_colour, lens_style, highlight))
+    parts.append(Part(outlines, frame_colour, thickness=thickness))
     left_inner = centres[0][0] + half_size[0]
     right_inner = centres[1][0] - half_size[0]
     bridge_y = centres[0][1] - half_size[1] * 0.35
     bridge = np.array([[left_inner - 1, bridge_y], [56.0, bridge_y - 2.5], [right_inner + 1, bridge_y]])
-    parts.append(Part(bridge, frame_colour, thickness=thickness, closed=False))
     outer_x = centres[0][0] - half_size[0]
     temple = np.array([[outer_x + 1, bridge_y], [outer_x - 8, bridge_y - 1.5], [max(outer_x - 18, 0.0),
                                                                                    bridge_y - 1.0]])
-    parts += [Part(temple, frame_colour, thickness=thickness, closed=False),
-              Part(_mirror(temple), frame_colour, thickness=thickness, closed=False)]
+    parts.append(Part([bridge, temple, _mirror(temple)], frame_colour, thickness=thickness, closed=False))
     return parts
 
 
@@ -171,9 +167,9 @@ def scarf(image: Image, landmarks: np.ndarray, rng: np.random.Generator, style: 
     outline = np.concatenate([edge, [[142.0, 170.0], [-30.0, 170.0]]], axis=0)
     colour = pick_colour(rng, None)
     parts = [Part(outline, colour, texture)]
-    for offset in (12.0, 24.0):
-        fold = np.stack([xs, top + offset + amplitude * np.sin(xs / 11.0 + phase + offset)], axis=1)
-        parts.append(Part(fold, _darker(colour, 0.7), thickness=1.3, closed=False))
+    folds = [np.stack([xs, top + offset + amplitude * np.sin(xs / 11.0 + phase + offset)], axis=1)
+             for offset in (12.0, 24.0)]
+    parts.append(Part(folds, _darker(colour, 0.7), thickness=1.3, closed=False))
     matrix = placement_matrix(landmarks, rng, (56.0, 95.0), scale_range, rotation_deg, shift)
     return render_parts(image, parts, matrix, rng)
 
@@ -205,20 +201,18 @@ def hand(image: Image, landmarks: np.ndarray, rng: np.random.Generator, anchor: 
     anchor = _choose(rng, HAND_ANCHORS, anchor, "hand anchor")
     colour = pick_colour(rng, SKIN_TONES, 12)
     palm_size = (rng.uniform(12.0, 14.5), rng.uniform(14.0, 16.5))
-    parts = [Part(ellipse_points((0.0, 0.0), palm_size, count=32), colour, "noise")]
+    shapes = [ellipse_points((0.0, 0.0), palm_size, count=32)]
     lengths = rng.uniform(15.0, 22.0, size=4) * np.array([0.85, 1.0, 0.95, 0.75])
     for x, length in zip((-8.5, -3.0, 2.5, 8.0), lengths):
-        parts.append(Part(_capsule((x, -palm_size[1] + 4), (x * 1.1, -palm_size[1] + 4 - length), 3.0), colour,
-                          "noise"))
+        shapes.append(_capsule((x, -palm_size[1] + 4), (x * 1.1, -palm_size[1] + 4 - length), 3.0))
     thumb_angle = np.deg2rad(rng.uniform(-60.0, -20.0))
     thumb_base = np.array([palm_size[0] - 3.0, 2.0])
     thumb_tip = thumb_base + 14.0 * np.array([np.cos(thumb_angle), np.sin(thumb_angle)])
-    parts.append(Part(_capsule(thumb_base, thumb_tip, 3.4), colour, "noise"))
-    for x in (-5.75, -0.25, 5.25):
-        crease = np.array([[x, -palm_size[1] + 2.0], [x * 1.05, -palm_size[1] - 6.0]])
-        parts.append(Part(crease, _darker(colour, 0.75), thickness=0.8, closed=False))
-    # Hand frame → template: rotate/scale about the palm centre, then move the palm onto the anchor.
-    for part in parts:
-        part.points = part.points + _hand_anchor(anchor)
-    matrix = placement_matrix(landmarks, rng, _hand_anchor(anchor), scale_range, rotation_deg, shift)
+    shapes.append(_capsule(thumb_base, thumb_tip, 3.4))
+    creases = [np.array([[x, -palm_size[1] + 2.0], [x * 1.05, -palm_size[1] - 6.0]]) for x in (-5.75, -0.25, 5.25)]
+    # Hand frame → template: the palm centre moves onto the anchor (the jitter then rotates/scales about it).
+    anchor_point = _hand_anchor(anchor)
+    parts = [Part([points + anchor_point for points in shapes], colour, "noise"),
+             Part([points + anchor_point for points in creases], _darker(colour, 0.75), thickness=0.8, closed=False)]
+    matrix = placement_matrix(landmarks, rng, anchor_point, scale_range, rotation_deg, shift)
     return render_parts(image, parts, matrix, rng)

@@ -38,7 +38,7 @@ def make_texture(rng: np.random.Generator, height: int, width: int, colour: Sequ
     if style == "solid":
         patch = np.broadcast_to(base, (height, width, 3))
     elif style == "noise":
-        patch = base + rng.normal(0.0, rng.uniform(8, 25), size=(height, width, 1)).astype(np.float32)
+        patch = base + rng.standard_normal((height, width, 1), dtype=np.float32) * np.float32(rng.uniform(8, 25))
     else:
         ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
         angle = rng.uniform(0, np.pi)
