@@ -203,7 +203,8 @@ def _examples_figure(pairs: Any, occluded: np.ndarray, root: Path, out_images: P
     from data_processor.occlusion.grid import image_grid
 
     order = [i for i in range(len(pairs)) if occluded[pairs.first[i]] or occluded[pairs.second[i]]]
-    order = (order or list(range(len(pairs))))[:max(1, count)]
+    order = order or list(range(len(pairs)))
+    order = order[::max(1, len(order) // max(1, count))][:max(1, count)]  # spread over folds, same and different
     rows = []
     for i in order:
         a, b = pairs.images[pairs.first[i]], pairs.images[pairs.second[i]]
