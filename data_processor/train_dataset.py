@@ -169,8 +169,9 @@ class OcclusionTrainDataset(Dataset):
         _single_threaded_opencv_in_workers()
         # numpy throughout, tensors only at the end: tiny torch ops are slow when torch's thread pool is busy
         sample = dict(self.base[index])
+        clean_chw = sample["image"].numpy()
+        rgb = cv2.merge([np.ascontiguousarray(plane) for plane in clean_chw])  # HWC copy, faster than numpy's
         landmarks = sample["landmarks"].numpy().astype(np.float32)
-        rgb = np.ascontiguousarray(sample["image"].numpy().transpose(1, 2, 0))
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         flip = bool(rng.random() < self.flip_probability)
         noisy_views, visibility_views, type_ids = [], [], []
@@ -180,19 +181,20 @@ class OcclusionTrainDataset(Dataset):
             noisy_views.append(noisy)
             visibility_views.append(visibility)
             type_ids.append(self._type_ids[kind])
-        noisy_hwc, visibility_hw = np.stack(noisy_views), np.stack(visibility_views)
+        noisy_chw = np.stack(noisy_views).transpose(0, 3, 1, 2)
+        visibility_1hw = np.stack(visibility_views)[:, None]
         if flip:
-            rgb, noisy_hwc, visibility_hw = rgb[:, ::-1], noisy_hwc[:, :, ::-1], visibility_hw[:, :, ::-1]
+            clean_chw, noisy_chw, visibility_1hw = clean_chw[..., ::-1], noisy_chw[..., ::-1], visibility_1hw[..., ::-1]
             landmarks = landmarks[FLIP_ORDER]
             landmarks[:, 0] = rgb.shape[1] - 1 - landmarks[:, 0]
-            sample["image"] = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
-        noisy_chw = torch.from_numpy(np.ascontiguousarray(noisy_hwc.transpose(0, 3, 1, 2)))
-        visibility_1hw = torch.from_numpy(visibility_hw[:, None].astype(np.float32))
+            sample["image"] = torch.from_numpy(np.ascontiguousarray(clean_chw))
+        noisy_t = torch.from_numpy(np.ascontiguousarray(noisy_chw))
+        visibility_t = torch.from_numpy(visibility_1hw.astype(np.float32))
         single = self.num_views == 1
         sample.update({
             "landmarks": torch.from_numpy(np.ascontiguousarray(landmarks)),
-            "noisy": noisy_chw[0] if single else noisy_chw,
-            "visibility": visibility_1hw[0] if single else visibility_1hw,
+            "noisy": noisy_t[0] if single else noisy_t,
+            "visibility": visibility_t[0] if single else visibility_t,
             "occlusion_type": torch.tensor(type_ids[0] if single else type_ids, dtype=torch.long),
             "flipped": torch.tensor(flip),
         })
