@@ -105,7 +105,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     expected_occlusion = 1.0 / float(np.sum(dataset.probabilities / mixed))
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible",
-        "faces": str(folder if "celeba" in str(folder) else "synthetic"),
+        "faces": "CelebA 112x112 (../shared)" if "celeba" in str(folder) else "synthetic",
         "per_type_samples_per_s_per_core": {name: round(rate) for name, rate in rates.items()},
         "mixed_occlusion_only_per_core": round(expected_occlusion),
         "training_sample_per_core": round(sample_rate),
