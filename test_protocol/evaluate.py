@@ -95,12 +95,13 @@ def format_table(rows: Sequence[Row]) -> str:
     """One aligned text table; every row names its protocol variant; 'not available' rows show their status."""
     header, body = table_cells(rows)
     full = [cells for cells, row in zip(body, rows) if "status" not in row]
-    widths = [max(len(cells[i]) for cells in [header, *full]) for i in range(len(header))]
+    status = [cells[:2] for cells, row in zip(body, rows) if "status" in row]
+    widths = [max(len(cells[i]) for cells in [header, *full, *status] if i < len(cells)) for i in range(len(header))]
 
     def join(cells: Sequence[str]) -> str:
-        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths))
 
-    lines = [join(header), "-" * len(join(header))]
+    lines = [join(header).rstrip(), "-" * len(join(header).rstrip())]
     for cells, row in zip(body, rows):
-        lines.append(join(cells[:2]) + "  " + cells[2] if "status" in row else join(cells))
+        lines.append(join(cells[:2]) + "  " + cells[2] if "status" in row else join(cells).rstrip())
     return "\n".join(lines)

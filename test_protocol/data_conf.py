@@ -1,0 +1,66 @@
+"""The evaluation sets of ``data_conf.yaml``, with their paths resolved.
+
+Paths in the file are never absolute: a bare relative path is under ``$FACE_DATA_ROOT`` (default: the repository's
+``data_cache/``); a path starting with ``${SHARED_ROOT}`` is under ``$SHARED_ROOT`` (default: ``../shared`` next to
+the repository) and ``${FACE_DATA_ROOT}`` may be written explicitly. Every entry holds the keyword arguments of a
+protocol in ``PROTOCOLS`` (``type`` defaults to ``PairVerification``) plus an optional ``builder``: the name of the
+routine that can create the set when it is missing (see ``test_lfw_adapt``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from utils.config import load_yaml
+from utils.registry import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_CONF = Path(__file__).with_name("data_conf.yaml")
+PATH_KEYS = ("root", "pairs_file", "lists_dir")
+
+
+def data_roots() -> Dict[str, Path]:
+    """``{"FACE_DATA_ROOT": ..., "SHARED_ROOT": ...}`` from the environment or their defaults."""
+    return {
+        "FACE_DATA_ROOT": Path(os.environ.get("FACE_DATA_ROOT") or REPO_ROOT / "data_cache"),
+        "SHARED_ROOT": Path(os.environ.get("SHARED_ROOT") or REPO_ROOT.parent / "shared"),
+    }
+
+
+def resolve_path(value: str, roots: Dict[str, Path], where: str) -> str:
+    """``${VAR}/rest`` → roots[VAR]/rest; bare relative → FACE_DATA_ROOT/value; absolute paths are refused."""
+    if value.startswith("${"):
+        variable, _, rest = value[2:].partition("}")
+        if variable not in roots:
+            raise ConfigError(f"{where}: unknown variable ${{{variable}}}; known: {sorted(roots)}")
+        return str(roots[variable] / rest.lstrip("/"))
+    if Path(value).is_absolute() or "$" in value:
+        raise ConfigError(f"{where}: paths must be relative to $FACE_DATA_ROOT or start with ${{SHARED_ROOT}}, "
+                          f"got {value!r}")
+    return str(roots["FACE_DATA_ROOT"] / value)
+
+
+def load_data_conf(path: Optional[Path] = None, sets: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+    """The entries of ``path`` (default ``test_protocol/data_conf.yaml``) named in ``sets`` (default: all).
+
+    Each returned dict has ``name`` plus the resolved protocol keys (and ``builder`` if the entry names one).
+    """
+    path = Path(path or DATA_CONF)
+    content = load_yaml(path)
+    entries = content.get("sets")
+    if not isinstance(entries, dict) or not entries:
+        raise ConfigError(f"{path}: expected a non-empty 'sets' mapping of name -> protocol keys")
+    wanted = list(entries) if sets is None else list(sets)
+    unknown = [name for name in wanted if name not in entries]
+    if unknown:
+        raise ConfigError(f"{path}: unknown set(s) {unknown}; defined: {', '.join(entries)}")
+    roots = data_roots()
+    resolved = []
+    for name in wanted:
+        entry = dict(entries[name] or {})
+        for key in PATH_KEYS:
+            if key in entry:
+                entry[key] = resolve_path(str(entry[key]), roots, f"{path}: sets.{name}.{key}")
+        resolved.append({"name": name, **entry})
+    return resolved

@@ -1,0 +1,88 @@
+"""Models to evaluate: an export folder, a training checkpoint, or the newest run under ``work_dirs/``.
+
+- export folder: ``backbone.pt`` (prefix-free state_dict) + ``model_meta.json`` (``face_sdk.model_meta``);
+- training checkpoint (``checkpoints/last.pt``): ``config`` (resolved) + ``model`` (``backbone.*``, ``head.*``);
+  the backbone is built from ``config["backbone"]`` and fed per ``config["data"]["preprocess"]``.
+Checkpoint selection rule (printed by the caller): the *last* checkpoint of a run, never the best on a test set.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+from backbone import build_backbone
+from data_processor.preprocess import PreprocessSpec
+from utils.checkpoint import load_backbone_weights, load_checkpoint, strip_prefix
+
+SELECTION_RULE = "last checkpoint of the run (export/ when present, else checkpoints/last.pt); no test-set selection"
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    spec: PreprocessSpec
+    source: str  # the file the weights came from (named in every result row)
+
+
+def load_export(export_dir: str | Path) -> LoadedModel:
+    """An export folder (``backbone.pt`` + ``model_meta.json``) → backbone in eval mode + its preprocessing."""
+    from face_sdk.recognizer import load_exported_recognizer  # the export format's one reader
+
+    model, meta = load_exported_recognizer(export_dir)
+    return LoadedModel(model, meta.preprocess, str(Path(export_dir) / meta.weights))
+
+
+def load_training_checkpoint(path: str | Path) -> LoadedModel:
+    """A Trainer checkpoint → its backbone (``backbone.``-prefixed keys) in eval mode + its preprocessing."""
+    state = load_checkpoint(path)
+    for key in ("config", "model"):
+        if key not in state:
+            raise KeyError(f"{path}: not a training checkpoint (no {key!r} entry; keys: {sorted(state)})")
+    config = state["config"]
+    try:
+        backbone_cfg, preprocess_cfg = dict(config["backbone"]), config["data"]["preprocess"]
+    except (KeyError, TypeError):
+        raise KeyError(f"{path}: config lacks 'backbone' or 'data.preprocess'") from None
+    model = build_backbone(backbone_cfg)
+    weights = strip_prefix(state["model"], "backbone.")
+    if not weights:
+        raise KeyError(f"{path}: no 'backbone.*' weights in the checkpoint's model state")
+    load_backbone_weights(model, weights, str(path))
+    return LoadedModel(model.eval(), PreprocessSpec.from_dict(preprocess_cfg), str(path))
+
+
+def newest_run_model(work_dirs: str | Path) -> Path:
+    """The export folder (or ``checkpoints/last.pt``) of the most recently written run under ``work_dirs``."""
+    work_dirs = Path(work_dirs)
+    candidates: List[Path] = []
+    for run in sorted(p for p in work_dirs.glob("*") if p.is_dir()) if work_dirs.is_dir() else []:
+        export, last = run / "export", run / "checkpoints" / "last.pt"
+        if (export / "model_meta.json").is_file():
+            candidates.append(export)
+        elif last.is_file():
+            candidates.append(last)
+    if not candidates:
+        raise FileNotFoundError(f"no trained run under {work_dirs}/ (expected <run>/export/ or "
+                                f"<run>/checkpoints/last.pt): train one with `bash run.sh`, or pass "
+                                f"--checkpoint PATH / --export DIR")
+    return max(candidates, key=_written_at)
+
+
+def _written_at(candidate: Path) -> float:
+    return (candidate / "model_meta.json").stat().st_mtime if candidate.is_dir() else candidate.stat().st_mtime
+
+
+def load_for_evaluation(checkpoint: Optional[str] = None, export: Optional[str] = None,
+                        work_dirs: str = "work_dirs") -> LoadedModel:
+    """``--export`` or ``--checkpoint`` if given, else the newest run under ``work_dirs``."""
+    if checkpoint and export:
+        raise ValueError("pass --checkpoint or --export, not both")
+    if export:
+        return load_export(export)
+    if checkpoint:
+        return load_training_checkpoint(checkpoint)
+    chosen = newest_run_model(work_dirs)
+    return load_export(chosen) if chosen.is_dir() else load_training_checkpoint(chosen)

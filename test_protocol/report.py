@@ -1,0 +1,83 @@
+"""Markdown evaluation report: the result table, ROC curves per variant and a per-set accuracy bar chart (PNG)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
+
+import numpy as np
+
+from test_protocol.evaluate import table_cells
+from utils.checkpoint import atomic_write_text
+
+Curve = Tuple[np.ndarray, np.ndarray]
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    header, body = table_cells(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for cells in body:
+        lines.append("| " + " | ".join(cells + [""] * (len(header) - len(cells))) + " |")
+    return "\n".join(lines)
+
+
+def plot_roc_curves(curves: Mapping[Tuple[str, str], Curve], path: Path) -> List[Path]:
+    """One PNG per variant, ``roc_<variant>.png``: TPR against FPR (log scale) for every set."""
+    from matplotlib.figure import Figure
+
+    written = []
+    for variant in sorted({variant for _, variant in curves}):
+        figure = Figure(figsize=(6, 4.5))
+        axes = figure.add_subplot()
+        for (name, curve_variant), (fpr, tpr) in curves.items():
+            if curve_variant == variant:
+                keep = fpr > 0
+                axes.plot(fpr[keep], tpr[keep], label=name)
+        axes.set(xscale="log", xlabel="false accept rate", ylabel="true accept rate", ylim=(0, 1.01),
+                 title=f"ROC ({variant})")
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(loc="lower right", fontsize=8)
+        figure.tight_layout()
+        out = path / f"roc_{variant}.png"
+        figure.savefig(out, dpi=120)
+        written.append(out)
+    return written
+
+
+def plot_accuracy_bars(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
+    """Bars per set, one per variant: 10-fold accuracy (MeGlass: Rank-1), with the spread as error bar."""
+    from matplotlib.figure import Figure
+
+    scored = [row for row in rows if "status" not in row]
+    sets = list(dict.fromkeys(row["set"] for row in scored))
+    variants = list(dict.fromkeys(row["variant"] for row in scored))
+    width = 0.8 / max(len(variants), 1)
+    figure = Figure(figsize=(max(6, 1.2 * len(sets)), 4))
+    axes = figure.add_subplot()
+    for offset, variant in enumerate(variants):
+        values = {row["set"]: row for row in scored if row["variant"] == variant}
+        heights = [values[s].get("accuracy", values[s].get("rank1", np.nan)) if s in values else np.nan for s in sets]
+        errors = [values[s].get("spread", 0.0) if s in values else 0.0 for s in sets]
+        axes.bar(np.arange(len(sets)) + offset * width, heights, width, yerr=errors, label=variant, capsize=3)
+    axes.set_xticks(np.arange(len(sets)) + width * (len(variants) - 1) / 2, sets, rotation=30, ha="right")
+    axes.set(ylabel="accuracy % (MeGlass: rank-1 %)", ylim=(0, 100))
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    return out
+
+
+def write_report(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], curves: Dict[Tuple[str, str], Curve],
+                 title: str, details: Sequence[str] = ()) -> Path:
+    """``out_dir/report.md`` with the table, ``roc_<variant>.png`` and ``accuracy_by_set.png``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {title}", ""] + [f"- {line}" for line in details] + ["", markdown_table(rows), ""]
+    if any("status" not in row for row in rows):
+        bars = plot_accuracy_bars(rows, out_dir / "accuracy_by_set.png")
+        lines += ["## Accuracy per set", "", f"![accuracy per set]({bars.name})", ""]
+    if curves:
+        lines += ["## ROC curves", ""]
+        lines += [f"![{png.stem}]({png.name})" for png in plot_roc_curves(curves, out_dir)] + [""]
+    report = out_dir / "report.md"
+    atomic_write_text(report, "\n".join(lines))
+    return report

@@ -1,0 +1,104 @@
+"""Evaluate a model on the sets of ``test_protocol/data_conf.yaml`` and print one table.
+
+    python -m test_protocol.test_lfw_adapt [--checkpoint PATH | --export DIR] [--sets SYNTH,SYNTH-MASK]
+        [--variant facexzoo|insightface|both] [--json out.json] [--report DIR] [--device cpu]
+
+Without ``--checkpoint``/``--export`` the newest run under ``work_dirs/`` is used (its ``export/`` folder when
+present, else ``checkpoints/last.pt``): the last checkpoint, never one picked on a test set. Embedded synthetic
+sets are built on first use; other missing sets give a "not available" row; a missing image is an error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from test_protocol.data_conf import data_roots, load_data_conf
+from test_protocol.evaluate import build_protocols, format_table, run_protocols
+from test_protocol.model_loading import SELECTION_RULE, load_for_evaluation
+from utils.checkpoint import atomic_write_text
+
+logger = logging.getLogger("test_lfw_adapt")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", help="training checkpoint (work_dirs/<run>/checkpoints/last.pt)")
+    source.add_argument("--export", help="export folder with backbone.pt + model_meta.json")
+    parser.add_argument("--work-dirs", default="work_dirs", help="where to look for the newest run (default: %(default)s)")
+    parser.add_argument("--sets", help="comma-separated set names from data_conf.yaml (default: all)")
+    parser.add_argument("--data-conf", help="another data_conf.yaml")
+    parser.add_argument("--variant", default="both", choices=("facexzoo", "insightface", "both"),
+                        help="verification protocol variant (default: %(default)s)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--json", help="write the result rows to this JSON file")
+    parser.add_argument("--report", help="write report.md + ROC / bar-chart PNGs into this folder")
+    return parser.parse_args(argv)
+
+
+def build_embedded_set(builder: str) -> None:
+    """Create an embedded synthetic set (``builder`` of a data_conf entry) under ``$FACE_DATA_ROOT``."""
+    face_data_root = data_roots()["FACE_DATA_ROOT"]
+    if builder == "synthetic_faces":
+        from data_processor.synthetic_faces import ensure_synthetic_faces
+
+        ensure_synthetic_faces(face_data_root / "synthetic_faces")
+    elif builder == "synthetic_occluded":
+        from test_protocol.lfw.occluded_set_builder import ensure_synthetic_occluded
+
+        build_embedded_set("synthetic_faces")
+        ensure_synthetic_occluded(face_data_root / "synthetic_faces" / "test", face_data_root / "synthetic_occluded")
+    else:
+        raise ValueError(f"data_conf.yaml: unknown builder {builder!r}; known: synthetic_faces, synthetic_occluded")
+
+
+def protocol_configs(entries: List[Dict[str, Any]], variant: str) -> List[Dict[str, Any]]:
+    """data_conf entries → protocol configs: builders run for missing embedded sets; the variant is applied."""
+    configs = []
+    for entry in entries:
+        entry = dict(entry)
+        builder = entry.pop("builder", None)
+        if builder:
+            build_embedded_set(builder)
+        if entry.get("type", "PairVerification") == "PairVerification":
+            entry["variant"] = variant
+        configs.append(entry)
+    return configs
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
+    loaded = load_for_evaluation(args.checkpoint, args.export, args.work_dirs)
+    logger.info("model: %s\ncheckpoint rule: %s", loaded.source, SELECTION_RULE)
+    entries = load_data_conf(args.data_conf, args.sets.split(",") if args.sets else None)
+    protocols = build_protocols(protocol_configs(entries, args.variant))
+    rows = run_protocols(loaded.model, loaded.spec, protocols, args.device, args.batch_size, loaded.source,
+                         args.num_workers)
+    print(format_table(rows))
+    command = "python -m test_protocol.test_lfw_adapt " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    if args.json:
+        payload = {"model": loaded.source, "rule": SELECTION_RULE, "command": command, "rows": rows}
+        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
+    if args.report:
+        from test_protocol.report import write_report
+
+        curves = {(p.name, p.variant): p.roc_curve()
+                  for p in protocols if not isinstance(p, dict)}
+        report = write_report(args.report, rows, curves, "Evaluation report",
+                              [f"model: `{loaded.source}`", f"checkpoint rule: {SELECTION_RULE}",
+                               f"command: `{command}`", f"preprocess: {loaded.spec.to_dict()}"])
+        logger.info("report: %s", report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
