@@ -117,9 +117,10 @@ class RefineMoE(nn.Module):
     (softmax over those, as in sparse MoEs) — the other experts are still evaluated (they are small) but weighted 0.
     """
 
-    def __init__(self, num_branches: int, dim: int, num_experts: int, hidden: int, top_k: Optional[int]) -> None:
+    def __init__(self, num_branches: int, dim: int, num_experts: int, hidden: int, top_k: Optional[int],
+                 gate_scale: float = 1.0) -> None:
         super().__init__()
-        self.num_experts, self.top_k = num_experts, top_k
+        self.num_experts, self.top_k, self.gate_scale = num_experts, top_k, gate_scale  # see LrScaledLinear
         self.gate_weight = nn.Parameter(torch.zeros(num_branches, dim, num_experts))
         self.gate_bias = nn.Parameter(torch.zeros(num_branches, num_experts))
         bound = 1.0 / math.sqrt(dim)
@@ -130,7 +131,8 @@ class RefineMoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``x`` [B, branches, D] → (refined [B, branches, D], gate logits, routing weights [B, branches, E])."""
-        logits = (torch.einsum("bnd,nde->bne", x, self.gate_weight.to(x.dtype)) + self.gate_bias).float()
+        logits = self.gate_scale * (torch.einsum("bnd,nde->bne", x, self.gate_weight.to(x.dtype))
+                                    + self.gate_bias).float()
         if self.top_k is None or self.top_k >= self.num_experts:
             weights = logits.softmax(dim=-1)
         else:
@@ -143,21 +145,42 @@ class RefineMoE(nn.Module):
         return refined, logits, weights
 
 
+class LrScaledLinear(nn.Linear):
+    """``nn.Linear`` whose parameters are stored divided by ``scale`` and multiplied back in ``forward``.
+
+    Same function and initialisation as ``nn.Linear``, but an SGD step moves the effective weights ``scale²`` as
+    far (an "equalised learning rate"): a per-layer learning-rate multiplier without optimiser parameter groups.
+    """
+
+    def __init__(self, in_features: int, out_features: int, scale: float = 1.0) -> None:
+        super().__init__(in_features, out_features)
+        self.scale = scale
+        with torch.no_grad():
+            self.weight.div_(scale)
+            self.bias.div_(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias * self.scale)
+
+
 class IntegrateGate(nn.Module):
     """MoE #2's gate: refined branch features → one softmax weight per branch."""
 
-    def __init__(self, num_branches: int, dim: int, integrate_input: str, hidden: int, global_prior: float) -> None:
+    def __init__(self, num_branches: int, dim: int, integrate_input: str, hidden: int, global_prior: float,
+                 gate_scale: float = 1.0) -> None:
         super().__init__()
+        self.gate_scale = gate_scale
         if integrate_input not in INTEGRATE_INPUTS:
             raise ConfigError(f"backbone.integrate_input must be one of {INTEGRATE_INPUTS}, got {integrate_input!r}")
         self.integrate_input = integrate_input
         in_dim = num_branches * dim if integrate_input == "concat" else dim + num_branches
-        self.net = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden, num_branches))
+        self.net = nn.Sequential(nn.LayerNorm(in_dim, elementwise_affine=False),
+                                 LrScaledLinear(in_dim, hidden, gate_scale), nn.ReLU(inplace=True),
+                                 LrScaledLinear(hidden, num_branches, gate_scale))
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
         with torch.no_grad():
-            self.net[-1].bias[0] = global_prior
+            self.net[-1].bias[0] = global_prior / gate_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` [B, branches, D] → gate logits [B, branches] (float32)."""
@@ -181,6 +204,10 @@ class GFROEmbedding(FaceBackbone):
             plus each branch's norm).
         gate_hidden: hidden width of the integrate gate.
         global_prior: initial logit bias of the global branch in the integrate gate (0 = uniform start).
+        gate_lr_scale: learning-rate multiplier of both gates under SGD: their weights are stored divided by
+            ``sqrt(gate_lr_scale)`` and multiplied back in ``forward`` (same function, see ``LrScaledLinear``;
+            under Adam the factor is ``sqrt(gate_lr_scale)``). At lr 0.1 unscaled gates saturated into one-hot
+            routing within a few dozen steps on a toy task, after which they pass no gradient; 1.0 disables it.
         dropout: dropout in the region branches (the global branch uses the trunk's own).
         feat_dim: embedding size; must equal the trunk's ``feat_dim`` (the global branch is the trunk's neck).
         balance_weight: λ_bal of the load-balancing term returned by ``forward_train`` (``moe_balance``).
@@ -190,7 +217,8 @@ class GFROEmbedding(FaceBackbone):
     def __init__(self, trunk: Union[Mapping[str, Any], FaceBackbone],
                  regions: Sequence[str] = ("upper", "lower", "left", "right"), num_experts: int = 4,
                  top_k: Optional[int] = None, expert_hidden: int = 128, integrate_input: str = "concat",
-                 gate_hidden: int = 128, global_prior: float = 0.0, dropout: float = 0.0, feat_dim: int = 512,
+                 gate_hidden: int = 128, global_prior: float = 0.0, gate_lr_scale: float = 0.03,
+                 dropout: float = 0.0, feat_dim: int = 512,
                  balance_weight: float = 0.01, template: str = "arcface_112x112") -> None:
         super().__init__()
         if isinstance(trunk, Mapping):
@@ -225,8 +253,11 @@ class GFROEmbedding(FaceBackbone):
                          feat_dim, dropout)
             for name in self.regions)
         num_branches = len(self.branch_names)
-        self.refine = RefineMoE(num_branches, feat_dim, num_experts, expert_hidden, top_k)
-        self.integrate = IntegrateGate(num_branches, feat_dim, integrate_input, gate_hidden, global_prior)
+        if gate_lr_scale <= 0:
+            raise ConfigError(f"backbone.gate_lr_scale must be > 0, got {gate_lr_scale}")
+        gate_scale = math.sqrt(gate_lr_scale)
+        self.refine = RefineMoE(num_branches, feat_dim, num_experts, expert_hidden, top_k, gate_scale)
+        self.integrate = IntegrateGate(num_branches, feat_dim, integrate_input, gate_hidden, global_prior, gate_scale)
         self.bn_embedding = nn.BatchNorm1d(feat_dim)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -98,7 +98,7 @@ def test_untrained_gates_are_uniform_and_balance_term_is_its_minimum():
     # uniform routing: 1 for the refine gates (mean over branches) + 1 for the integrate gate
     assert out["aux_losses"]["moe_balance"].item() == pytest.approx(0.5 * 2.0)
     with torch.no_grad():
-        model.integrate.net[-1].bias.copy_(torch.tensor([8.0, 0, 0, 0, 0]))
+        model.integrate.net[-1].bias.copy_(torch.tensor([8.0, 0, 0, 0, 0]) / model.integrate.gate_scale)
     collapsed = model.forward_train(images())["aux_losses"]["moe_balance"]
     assert collapsed.item() > 0.5 * 2.0 + 1.0
 
@@ -107,7 +107,35 @@ def test_global_prior_favours_the_global_branch():
     model = tiny_gfro(global_prior=2.0).eval()
     with torch.no_grad():
         weights = model.forward_train(images())["stats"]["integrate_weights"]
-    assert (weights[:, 0] > 0.6).all()
+    expected = torch.tensor([2.0, 0, 0, 0, 0]).softmax(0)  # the prior is the initial logit whatever the gate scale
+    torch.testing.assert_close(weights, expected.expand(6, -1))
+
+
+@pytest.mark.parametrize("gate_lr_scale", [0.01, 1.0])
+def test_gate_lr_scale_multiplies_the_gates_sgd_step(gate_lr_scale):
+    """Same initial function; one small SGD step changes every gate weight by gate_lr_scale × the unscaled step."""
+    def effective_step(scale: float) -> dict:
+        model = tiny_gfro(gate_lr_scale=scale).eval()
+        alpha = model.integrate.gate_scale
+        with torch.no_grad():  # non-zero output layers, the same effective weights for every scale
+            model.integrate.net[-1].weight.copy_(torch.linspace(-1, 1, 5 * 16).view(5, 16) / alpha)
+            model.refine.gate_weight.copy_(torch.linspace(-1, 1, model.refine.gate_weight.numel())
+                                           .view_as(model.refine.gate_weight) / alpha)
+        feature = torch.randn(4, 5, FEAT_DIM, generator=torch.Generator().manual_seed(3))
+        integrate_logits = model.integrate(feature)
+        refine_logits = model.refine(feature)[1]
+        (integrate_logits * torch.arange(5.0)).sum().add((refine_logits * torch.arange(4.0)).sum()).backward()
+        steps = {}
+        for name, parameter in [("integrate.0", model.integrate.net[1].weight),
+                                ("integrate.1", model.integrate.net[-1].weight),
+                                ("refine", model.refine.gate_weight)]:
+            steps[name] = -1e-3 * parameter.grad * alpha  # the change of the effective weight
+        return steps
+
+    scaled, reference = effective_step(gate_lr_scale), effective_step(1.0)
+    for name in reference:
+        assert reference[name].abs().sum() > 0, name
+        torch.testing.assert_close(scaled[name], gate_lr_scale * reference[name], rtol=1e-4, atol=1e-9)
 
 
 def test_gradient_reaches_experts_gates_branches_and_trunk():
@@ -175,6 +203,8 @@ def test_config_errors_name_the_key():
         GFROEmbedding(TinyTrunk(), feat_dim=64)
     with pytest.raises(ConfigError, match="top_k"):
         tiny_gfro(top_k=5)
+    with pytest.raises(ConfigError, match="gate_lr_scale"):
+        tiny_gfro(gate_lr_scale=0.0)
     with pytest.raises(ConfigError, match="integrate_input"):
         tiny_gfro(integrate_input="sum")
     with pytest.raises(ConfigError, match="template"):
