@@ -136,9 +136,8 @@ class RefineMoE(nn.Module):
         if self.top_k is None or self.top_k >= self.num_experts:
             weights = logits.softmax(dim=-1)
         else:
-            kept = logits.topk(self.top_k, dim=-1).indices
-            dropped = torch.ones_like(logits, dtype=torch.bool).scatter(-1, kept, False)
-            weights = logits.masked_fill(dropped, float("-inf")).softmax(dim=-1)
+            kth_largest = logits.topk(self.top_k, dim=-1).values[..., -1:]  # a threshold, not a scatter: exports
+            weights = logits.masked_fill(logits < kth_largest, float("-inf")).softmax(dim=-1)
         hidden = F.gelu(torch.einsum("bnd,nedh->bneh", x, self.w1.to(x.dtype)) + self.b1.to(x.dtype))
         expert_out = torch.einsum("bneh,nehd->bned", hidden, self.w2.to(x.dtype)) + self.b2.to(x.dtype)
         refined = x + torch.einsum("bne,bned->bnd", weights.to(expert_out.dtype), expert_out)

@@ -240,3 +240,17 @@ def test_state_dict_round_trip_rebuilds_the_same_model():
     model.eval(), clone.eval()
     with torch.no_grad():
         torch.testing.assert_close(model(x), clone(x))
+
+
+def test_onnx_export_matches_pytorch_with_sparse_gates(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from utils.export_onnx import export_to_onnx
+
+    model = tiny_gfro(top_k=2).eval()
+    with torch.no_grad():
+        model.refine.gate_weight.normal_()
+    path = export_to_onnx(model, (112, 112), tmp_path / "gfro.onnx")
+    x = images(3)
+    onnx_out = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(onnx_out), model(x), rtol=1e-4, atol=1e-5)
