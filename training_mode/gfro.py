@@ -29,21 +29,12 @@ from training_mode.base import TrainingMode
 
 logger = logging.getLogger(__name__)
 
-CLEAN_TYPE_NAME = "clean"
-
 
 def occlusion_type_names() -> Dict[int, str]:
-    """``{id: name}`` from ``data_processor.train_dataset.OCCLUSION_TYPES`` (a sequence or a mapping either way)."""
-    try:
-        from data_processor.train_dataset import OCCLUSION_TYPES
-    except ImportError:
-        return {0: CLEAN_TYPE_NAME}
-    if isinstance(OCCLUSION_TYPES, Mapping):
-        items = list(OCCLUSION_TYPES.items())
-        if items and isinstance(items[0][0], str):
-            return {int(index): str(name) for name, index in items}
-        return {int(index): str(name) for index, name in items}
-    return {index: str(name) for index, name in enumerate(OCCLUSION_TYPES)}
+    """``{type id: name}`` of the batch's ``occlusion_type`` (``data_processor.train_dataset.OCCLUSION_TYPES``)."""
+    from data_processor.train_dataset import OCCLUSION_TYPES  # lazy: the data pipeline is not needed to build
+
+    return dict(enumerate(OCCLUSION_TYPES))
 
 
 @TRAINING_MODES.register()
