@@ -248,7 +248,8 @@ class RecordIODataset(FaceDataset):
                 start, end = int(identity.label[0]), int(identity.label[1])
                 self.labels[start - 1:end - 1] = class_index
             if (self.labels < 0).any():
-                raise ValueError(f"{self.reader.rec_path}: {(self.labels < 0).sum()} images belong to no identity record")
+                raise ValueError(f"{self.reader.rec_path}: {(self.labels < 0).sum()} images belong to no identity "
+                                 "record")
         else:
             self.keys = np.asarray(self.reader.keys(), dtype=np.int64)
             self.labels = np.asarray([int(self._label(self.reader.read_header(int(k))[0])) for k in self.keys])

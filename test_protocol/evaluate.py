@@ -57,11 +57,8 @@ def run_protocols(model: torch.nn.Module, spec: PreprocessSpec, protocols: Seque
                               num_workers=num_workers, desc=members[0].name)
         for protocol in members:
             protocol.process(range(len(views)), views)
-    rows = []
-    for protocol in protocols:
-        row = protocol if isinstance(protocol, dict) else protocol.compute(checkpoint=checkpoint)
-        rows.append({**row, "checkpoint": checkpoint})
-    return rows
+    return [{**protocol, "checkpoint": checkpoint} if isinstance(protocol, dict)
+            else protocol.compute(checkpoint=checkpoint) for protocol in protocols]
 
 
 def evaluate_model(model: torch.nn.Module, spec: PreprocessSpec, protocol_cfgs: Sequence[Mapping[str, Any]],

@@ -15,6 +15,7 @@ import torch
 
 from backbone import build_backbone
 from data_processor.preprocess import PreprocessSpec
+from face_sdk.recognizer import load_exported_recognizer
 from utils.checkpoint import load_backbone_weights, load_checkpoint, strip_prefix
 
 SELECTION_RULE = "last checkpoint of the run (export/ when present, else checkpoints/last.pt); no test-set selection"
@@ -29,8 +30,6 @@ class LoadedModel:
 
 def load_export(export_dir: str | Path) -> LoadedModel:
     """An export folder (``backbone.pt`` + ``model_meta.json``) → backbone in eval mode + its preprocessing."""
-    from face_sdk.recognizer import load_exported_recognizer  # the export format's one reader
-
     model, meta = load_exported_recognizer(export_dir)
     return LoadedModel(model, meta.preprocess, str(Path(export_dir) / meta.weights))
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from test_protocol.extract import EmbeddingViews, ImageSource, check_flip
+from test_protocol.extract import EmbeddingViews, ImageSource
 from test_protocol.verification_metrics import roc, tar_at_far
 
 TAR_FARS = (1e-3, 1e-4)
@@ -67,7 +67,6 @@ class EmbeddingProtocol:
     flip: str
 
     def _setup(self, keys: Sequence[str], prefix: str) -> None:
-        check_flip(self.flip)
         self.keys = list(keys)
         self.prefix = prefix
         self.position = {key: i for i, key in enumerate(self.keys)}

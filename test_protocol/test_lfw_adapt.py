@@ -31,7 +31,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", help="training checkpoint (work_dirs/<run>/checkpoints/last.pt)")
     source.add_argument("--export", help="export folder with backbone.pt + model_meta.json")
-    parser.add_argument("--work-dirs", default="work_dirs", help="where to look for the newest run (default: %(default)s)")
+    parser.add_argument("--work-dirs", default="work_dirs",
+                        help="where to look for the newest run (default: %(default)s)")
     parser.add_argument("--sets", help="comma-separated set names from data_conf.yaml (default: all)")
     parser.add_argument("--data-conf", help="another data_conf.yaml")
     parser.add_argument("--variant", default="both", choices=("facexzoo", "insightface", "both"),

@@ -7,6 +7,10 @@ Two variants, named in every result row (see ``verification_metrics`` for the ex
 - ``insightface``: squared L2 distance of L2-normalised (flip-summed) embeddings, accuracy-chosen threshold on the
   0..4 grid, mean ± std (ddof 0).
 
+``flip`` overrides the variant's default (``none`` / ``sum`` / ``norm_weighted``, see ``extract``); note that
+insightface's own ``verification.py`` sums the raw outputs, which is ``norm_weighted`` here — on LFW the two differ
+by a few hundredths of a percent (docs/BENCHMARKS.md).
+
 Both also give ROC AUC and TAR@FAR=1e-3/1e-4 over all pairs. Usage::
 
     protocol = PROTOCOLS.build({"type": "PairVerification", "name": "LFW", "root": ..., "pairs_file": ...})

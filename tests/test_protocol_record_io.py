@@ -25,7 +25,8 @@ def test_round_trip_pixels_labels_and_property(tmp_path):
     images, labels = six_images()
     rec = write_insightface_rec(tmp_path, images, labels, ext=".png")  # lossless, so pixels must match exactly
     assert rec.name == "train.rec" and (tmp_path / "train.idx").is_file()
-    assert (tmp_path / "property").read_text() == "3,112,112\n" and read_property(tmp_path / "property") == (3, 112, 112)
+    assert (tmp_path / "property").read_text() == "3,112,112\n"
+    assert read_property(tmp_path / "property") == (3, 112, 112)
     dataset = DATASETS.build({"type": "RecordIODataset", "root": str(tmp_path)})
     assert len(dataset) == 6 and dataset.num_classes == 3 and dataset.landmark_source == "template"
     expected = sorted(zip(labels, range(6)))  # the writer groups images by label, keeping their order
