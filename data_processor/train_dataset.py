@@ -32,14 +32,13 @@ FLIP_PROBABILITY = 0.5            # horizontal flip, applied jointly to clean, n
 
 import importlib
 import logging
-import os
 import pkgutil
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from data_processor import DATASETS
 from data_processor.occlusion import PARTIAL_VIEWS, SYNTHETIC_OCCLUDERS, load_rgba_occluders, occlude
@@ -58,16 +57,17 @@ MODE_TYPES: Dict[str, Tuple[str, ...]] = {
 FLIP_ORDER = [1, 0, 2, 4, 3]  # landmark indices after a horizontal flip (left and right swap)
 
 
-_OPENCV_CONFIGURED_PID: List[int] = []
+def single_threaded_opencv() -> None:
+    """Give OpenCV one thread in this process, before DataLoader workers are forked.
 
-
-def _single_threaded_opencv_in_workers() -> None:
-    """In a DataLoader worker, give OpenCV one thread (torch does the same for itself): N workers × M OpenCV
-    threads would oversubscribe the cores. The main process is left alone."""
-    pid = os.getpid()
-    if _OPENCV_CONFIGURED_PID != [pid] and get_worker_info() is not None:
+    Workers are the parallelism of the data pipeline: N workers × M OpenCV threads would only oversubscribe the
+    cores. It has to happen in the parent: a worker forked from a process whose OpenCV thread pool exists inherits
+    the pool's locks but not its threads, and ``cv2.setNumThreads`` inside the worker then deadlocks (seen in
+    tests/test_train_dataset.py). Forked workers inherit the setting.
+    """
+    if cv2.getNumThreads() != 1:
         cv2.setNumThreads(1)
-        _OPENCV_CONFIGURED_PID[:] = [pid]
+        logger.info("OpenCV set to 1 thread (fork-safe DataLoader workers)")
 
 
 def resolve_probabilities(mode: str, probabilities: Optional[Mapping[str, float]],
@@ -97,6 +97,7 @@ class OcclusionTrainDataset(Dataset):
     (long, index into OCCLUSION_TYPES) and ``flipped`` (bool). With ``num_views > 1`` the three view keys gain a
     leading view dimension. A horizontal flip (``flip_probability``) is applied after occlusion, to everything.
     Reproducible: sample ``index`` of epoch ``e`` depends only on ``(seed, e, index)`` (call ``set_epoch``).
+    Building it sets OpenCV to one thread in this process (see ``single_threaded_opencv``).
 
     ``params`` passes options per type, e.g. ``{"block": {"area_ratio": [0.0, 0.35]}, "mask": {"style": "cloth"}}``;
     ``rgba_dir`` is a folder of user RGBA occluders (``NAME.png`` + ``NAME.json`` anchors) for type ``rgba``.
@@ -121,6 +122,7 @@ class OcclusionTrainDataset(Dataset):
         self.num_views = int(num_views)
         self.epoch = 0
         self.params = self._type_params(params or {}, rgba_dir)
+        single_threaded_opencv()
         logger.info("occlusion: mode %s, %d types, fill %s, seed %d, landmarks from %s", self.mode, len(self.types),
                     self.fill, self.seed, self.landmark_source)
 
@@ -166,7 +168,6 @@ class OcclusionTrainDataset(Dataset):
         return self.types[min(position, len(self.types) - 1)]
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
-        _single_threaded_opencv_in_workers()
         # numpy throughout, tensors only at the end: tiny torch ops are slow when torch's thread pool is busy
         sample = dict(self.base[index])
         clean_chw = sample["image"].numpy()

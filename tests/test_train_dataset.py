@@ -158,10 +158,15 @@ def test_same_seed_epoch_index_gives_the_same_sample(image_folder):
 
 
 def test_worker_count_does_not_change_the_batches(image_folder):
+    import cv2
+
+    cv2.setNumThreads(4)  # a live OpenCV thread pool in the parent: forked workers must still not deadlock
+    cv2.GaussianBlur(np.zeros((1024, 1024, 3), np.uint8), (0, 0), 9)
     dataset = build_train_dataset({"train": folder_cfg(image_folder), "occlusion": {"seed": 2}})
+    assert cv2.getNumThreads() == 1
     dataset.set_epoch(1)
     single = next(iter(DataLoader(dataset, batch_size=12, num_workers=0)))
-    parallel = next(iter(DataLoader(dataset, batch_size=12, num_workers=2)))
+    parallel = next(iter(DataLoader(dataset, batch_size=12, num_workers=2, timeout=120)))
     for key in ("image", "noisy", "visibility", "occlusion_type", "landmarks"):
         assert torch.equal(single[key], parallel[key]), key
 
