@@ -17,7 +17,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -114,7 +114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
         "dataloader_samples_per_s": round(parallel),
         "projected_16_cores": round(16 * sample_rate),
     }
-    print(f"| type | samples/s/core |\n|---|---:|")
+    print("| type | samples/s/core |\n|---|---:|")
     for name, rate in rates.items():
         print(f"| {name} | {rate:,.0f} |")
     print(f"\nmixed mode, occlusion only (probability-weighted): {expected_occlusion:,.0f} samples/s/core")
