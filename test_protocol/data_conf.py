@@ -3,8 +3,11 @@
 Paths in the file are never absolute: a bare relative path is under ``$FACE_DATA_ROOT`` (default: the repository's
 ``data_cache/``); a path starting with ``${SHARED_ROOT}`` is under ``$SHARED_ROOT`` (default: ``../shared`` next to
 the repository) and ``${FACE_DATA_ROOT}`` may be written explicitly. Every entry holds the keyword arguments of a
-protocol in ``PROTOCOLS`` (``type`` defaults to ``PairVerification``) plus an optional ``builder``: the name of the
-routine that can create the set when it is missing (see ``test_lfw_adapt``).
+protocol in ``PROTOCOLS`` (``type`` defaults to ``PairVerification``) plus an optional ``builder``: the routine that
+creates an embedded synthetic set when its pairs file is missing (``synthetic_faces``, ``synthetic_occluded``).
+
+``protocol_config("SYNTH")`` is what a protocol list (``eval.protocols`` or ``test_lfw_adapt``) uses: the entry,
+resolved, built if needed, ready for ``PROTOCOLS.build``. In a config, ``{set: SYNTH-MASK, variant: both}`` names it.
 """
 from __future__ import annotations
 
@@ -41,6 +44,32 @@ def resolve_path(value: str, roots: Dict[str, Path], where: str) -> str:
     return str(roots["FACE_DATA_ROOT"] / value)
 
 
+def build_embedded_set(builder: str) -> None:
+    """Create an embedded synthetic set under ``$FACE_DATA_ROOT`` (``builder`` of a data_conf entry)."""
+    face_data_root = data_roots()["FACE_DATA_ROOT"]
+    if builder == "synthetic_faces":
+        from data_processor.synthetic_faces import ensure_synthetic_faces
+
+        ensure_synthetic_faces(face_data_root / "synthetic_faces")
+    elif builder == "synthetic_occluded":
+        from test_protocol.lfw.occluded_set_builder import ensure_synthetic_occluded
+
+        if not (face_data_root / "synthetic_faces" / "test" / "pairs.txt").is_file():
+            build_embedded_set("synthetic_faces")
+        ensure_synthetic_occluded(face_data_root / "synthetic_faces" / "test", face_data_root / "synthetic_occluded")
+    else:
+        raise ConfigError(f"data_conf.yaml: unknown builder {builder!r}; known: synthetic_faces, synthetic_occluded")
+
+
+def protocol_config(entry: Dict[str, Any]) -> Dict[str, Any]:
+    """A resolved data_conf entry → protocol config: its builder runs first when the pairs file is missing."""
+    entry = dict(entry)
+    builder = entry.pop("builder", None)
+    if builder and not Path(entry.get("pairs_file", "")).is_file():
+        build_embedded_set(builder)
+    return entry
+
+
 def load_data_conf(path: Optional[Path] = None, sets: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     """The entries of ``path`` (default ``test_protocol/data_conf.yaml``) named in ``sets`` (default: all).
 
@@ -64,3 +93,8 @@ def load_data_conf(path: Optional[Path] = None, sets: Optional[Sequence[str]] = 
                 entry[key] = resolve_path(str(entry[key]), roots, f"{path}: sets.{name}.{key}")
         resolved.append({"name": name, **entry})
     return resolved
+
+
+def set_config(name: str, conf: Optional[Path] = None) -> Dict[str, Any]:
+    """The protocol config of data_conf set ``name`` (built first if it is an embedded set that is missing)."""
+    return protocol_config(load_data_conf(conf, [name])[0])

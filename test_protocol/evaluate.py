@@ -2,28 +2,31 @@
 
 ``evaluate_model(model, spec, cfg["eval"]["protocols"], device)`` is what the Trainer calls after training;
 ``format_table(rows)`` prints the result rows as one aligned table. A protocol config is the keyword arguments of a
-class in ``PROTOCOLS`` (``type`` defaults to ``PairVerification``); ``variant: both`` expands to the two variants.
+class in ``PROTOCOLS`` (``type`` defaults to ``PairVerification``), or ``set: NAME`` for a set of
+``test_protocol/data_conf.yaml`` (other keys override it); ``variant: both`` expands to the two variants.
 A set whose root or pairs file is absent gives a ``not available: <path> missing`` row; a set that exists but misses
 an image raises.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import torch
 
 from data_processor.preprocess import PreprocessSpec
 from test_protocol import PROTOCOLS
+from test_protocol.data_conf import set_config
 from test_protocol.extract import extract_views
 from test_protocol.protocol_base import SetNotAvailable
 
-logger = logging.getLogger(__name__)
 Row = Dict[str, Any]
 
 
 def expand_variants(cfg: Mapping[str, Any]) -> List[Dict[str, Any]]:
-    """``variant: both`` → one config per variant; anything else unchanged (with ``type`` filled in)."""
+    """``set: NAME`` resolved from data_conf.yaml, ``type`` filled in, ``variant: both`` → one config per variant."""
+    cfg = dict(cfg)
+    if "set" in cfg:
+        cfg = {**set_config(cfg.pop("set")), **cfg}
     cfg = {"type": "PairVerification", **cfg}
     if cfg.get("variant") == "both":
         return [{**cfg, "variant": variant} for variant in ("facexzoo", "insightface")]

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from test_protocol.data_conf import data_roots, load_data_conf
+from test_protocol.data_conf import load_data_conf, protocol_config
 from test_protocol.evaluate import build_protocols, format_table, run_protocols
 from test_protocol.model_loading import SELECTION_RULE, load_for_evaluation
 from utils.checkpoint import atomic_write_text
@@ -45,34 +45,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_embedded_set(builder: str) -> None:
-    """Create an embedded synthetic set (``builder`` of a data_conf entry) under ``$FACE_DATA_ROOT``."""
-    face_data_root = data_roots()["FACE_DATA_ROOT"]
-    if builder == "synthetic_faces":
-        from data_processor.synthetic_faces import ensure_synthetic_faces
-
-        ensure_synthetic_faces(face_data_root / "synthetic_faces")
-    elif builder == "synthetic_occluded":
-        from test_protocol.lfw.occluded_set_builder import ensure_synthetic_occluded
-
-        build_embedded_set("synthetic_faces")
-        ensure_synthetic_occluded(face_data_root / "synthetic_faces" / "test", face_data_root / "synthetic_occluded")
-    else:
-        raise ValueError(f"data_conf.yaml: unknown builder {builder!r}; known: synthetic_faces, synthetic_occluded")
-
-
 def protocol_configs(entries: List[Dict[str, Any]], variant: str) -> List[Dict[str, Any]]:
     """data_conf entries → protocol configs: builders run for missing embedded sets; the variant is applied."""
-    configs = []
-    for entry in entries:
-        entry = dict(entry)
-        builder = entry.pop("builder", None)
-        if builder:
-            build_embedded_set(builder)
-        if entry.get("type", "PairVerification") == "PairVerification":
-            entry["variant"] = variant
-        configs.append(entry)
-    return configs
+    configs = [protocol_config(entry) for entry in entries]
+    return [{**cfg, "variant": variant} if cfg.get("type", "PairVerification") == "PairVerification" else cfg
+            for cfg in configs]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -134,3 +134,15 @@ def test_shell_script_with_export_and_report(data_root):
     assert "| TINY | facexzoo |" in report and "roc_facexzoo.png" in report
     for png in ("roc_facexzoo.png", "roc_insightface.png", "accuracy_by_set.png"):
         assert (data_root / "report" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_protocols_can_name_data_conf_sets(tmp_path, monkeypatch):
+    """``{set: NAME}`` in eval.protocols resolves the shipped data_conf entry (here: absent → not available)."""
+    from test_protocol.evaluate import evaluate_model
+
+    monkeypatch.setenv("FACE_DATA_ROOT", str(tmp_path))
+    rows = evaluate_model(make_model(), PreprocessSpec(), [{"set": "LFW-MASK", "variant": "both"},
+                                                           {"set": "MEGLASS"}], "cpu")
+    assert [(row["set"], row["variant"]) for row in rows] == [("LFW-MASK", "facexzoo"), ("LFW-MASK", "insightface"),
+                                                              ("MEGLASS", "-")]
+    assert rows[0]["status"] == f"not available: {tmp_path / 'lfw_occluded' / 'mask' / 'images'} missing"
