@@ -81,6 +81,15 @@ def test_export_and_num_class_from_data(random_faces, tmp_path):
     state = load_checkpoint(export / "backbone.pt")
     assert not any(k.startswith(("backbone.", "module.")) for k in state)
 
+    started = Trainer(tiny_config(random_faces, init_weights={"weights": str(export)}), tmp_path / "finetune")
+    try:
+        loaded = started.module.backbone.state_dict()
+        assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    finally:
+        started.close()
+    with pytest.raises(FileNotFoundError, match="init_weights.weights"):
+        Trainer(tiny_config(random_faces, init_weights={"weights": str(tmp_path / "nope.pt")}), tmp_path / "x")
+
 
 def test_head_num_class_in_config_is_rejected(random_faces, tmp_path):
     cfg = tiny_config(random_faces)

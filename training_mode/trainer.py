@@ -23,7 +23,7 @@ from head import build_head
 from training_mode import TRAINING_MODES
 from training_mode.schedule import build_optimizer, build_scheduler
 from utils.checkpoint import (CHECKPOINT_FORMAT_VERSION, atomic_torch_save, atomic_write_text, export_backbone,
-                              find_latest_checkpoint, load_checkpoint)
+                              find_latest_checkpoint, load_backbone_weights, load_checkpoint)
 from utils.config import dump_config
 from utils.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
 from utils.seed import capture_rng_state, restore_rng_state, seed_everything
@@ -99,6 +99,8 @@ class Trainer:
             teacher = build_teacher(cfg["teacher"], self.device)
         self.module = TRAINING_MODES.build(cfg["training_mode"], where="training_mode", backbone=backbone,
                                            head=head, preprocess_spec=self.spec, teacher=teacher).to(self.device)
+        if runtime.get("init_weights"):
+            self._init_weights(runtime["init_weights"])
         self.channels_last = bool(runtime.get("channels_last", False))
         if self.channels_last:
             self.module.to(memory_format=torch.channels_last)
@@ -144,6 +146,26 @@ class Trainer:
                     cfg["backbone"]["type"], cfg["head"]["type"], cfg["training_mode"]["type"], self.device,
                     amp, self.channels_last,
                     sum(p.numel() for m in trainable for p in m.parameters() if p.requires_grad) / 1e6)
+
+    def _init_weights(self, cfg: Dict[str, Any]) -> None:
+        """``runtime.init_weights: {weights: PATH | released name | export dir, module: backbone[.trunk]}``:
+        start from pretrained weights (strictly loaded into that sub-module; a resume overrides them)."""
+        from training_mode.teacher import load_teacher_model
+
+        unknown = set(cfg) - {"weights", "module"}
+        if unknown or "weights" not in cfg:
+            raise ValueError(f"runtime.init_weights: expected keys 'weights' and optional 'module', got {sorted(cfg)}")
+        target: nn.Module = self.module
+        for name in str(cfg.get("module", "backbone")).split("."):
+            if not hasattr(target, name):
+                raise ValueError(f"runtime.init_weights.module: {type(target).__name__} has no sub-module '{name}'")
+            target = getattr(target, name)
+        loaded = load_teacher_model(str(cfg["weights"]), None)
+        if loaded is None:
+            raise FileNotFoundError(f"runtime.init_weights.weights: {cfg['weights']} not found")
+        model, _, source = loaded
+        load_backbone_weights(target, model.state_dict(), source=source)
+        logger.info("initialised %s from %s", cfg.get("module", "backbone"), source)
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> Dict[str, Any]:
