@@ -1,6 +1,7 @@
 """GFRO ablation on the embedded synthetic faces, one command (GFRO.md §6):
 
-    python -m benchmarks.gfro_ablation --json out.json [--budget small|full] [--work-dir DIR] [--set a.b=c ...]
+    python -m benchmarks.gfro_ablation --json out.json [--budget small|full] [--epochs E] [--threads 1]
+        [--work-dir DIR] [--set a.b=c ...]
 
 Trains four rows with the SAME budget (optimiser steps, batch of source images, lr schedule, seed, trunk) and
 evaluates each on the clean SYNTH pairs and the occluded SYNTH-MASK / SYNTH-SUNGLASSES / SYNTH-CROP pairs
@@ -65,7 +66,7 @@ ROWS = (
 # aligned images are resized by the preprocess spec, at training and at test time alike); "small" is sized for a
 # shared 2-core CPU (a few minutes per row), "full" is the presets' own resolution and trunk.
 BUDGETS: Dict[str, Dict[str, Any]] = {
-    "small": {"batch_size": 32, "epochs": 2, "max_steps": None, "lr": 0.1, "warmup_epochs": 0.2, "width": 0.25,
+    "small": {"batch_size": 32, "epochs": 4, "max_steps": None, "lr": 0.1, "warmup_epochs": 0.2, "width": 0.25,
               "input_size": [64, 64]},
     "full": {"batch_size": 32, "epochs": 8, "max_steps": None, "lr": 0.1, "warmup_epochs": 0.5, "width": 1.0,
              "input_size": [112, 112]},
@@ -187,6 +188,7 @@ def run_ablation(budget: Mapping[str, Any], work_dir: Path, extra: Sequence[str]
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="small", help="shared training budget")
+    parser.add_argument("--epochs", type=float, help="override the budget's schedule length (same for all rows)")
     parser.add_argument("--max-steps", type=int, help="stop every row after this many steps (same for all rows)")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads (default: torch's own; 1 is much faster on an oversubscribed machine)")
@@ -204,6 +206,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     budget = dict(BUDGETS[args.budget], name=args.budget)
+    if args.epochs is not None:
+        budget["epochs"] = args.epochs
     if args.max_steps is not None:
         budget["max_steps"] = args.max_steps
     start = time.perf_counter()
