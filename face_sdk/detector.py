@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from face_sdk.priors import decode_boxes, decode_landmarks, nms, prior_boxes
+from face_sdk.released import load_released_detector
 from face_sdk.retinaface import RetinaFace, RetinaFaceConfig
 
 DETECTOR_BGR_MEAN = (104.0, 117.0, 123.0)
@@ -60,8 +61,6 @@ class FaceDetector:
         ``weights=None`` uses ``face_sdk.released.DEFAULT_DETECTOR``; ``config`` is required only for a file that
         is not one of ``face_sdk.released.RELEASED_DETECTORS``. ``options`` go to the constructor.
         """
-        from face_sdk.released import load_released_detector
-
         network, config = load_released_detector(weights, config)
         return cls(network, config, device, **options)
 

@@ -18,6 +18,7 @@ from backbone import build_backbone
 from backbone.base import FaceBackbone
 from data_processor.preprocess import preprocess
 from face_sdk.model_meta import ModelMeta, read_model_meta
+from face_sdk.released import RELEASED_RECOGNIZERS, load_released_recognizer
 from utils.checkpoint import load_backbone_weights, load_checkpoint
 
 Crops = Union[torch.Tensor, np.ndarray, Sequence[np.ndarray]]
@@ -99,8 +100,6 @@ def load_exported_recognizer(path: str | Path) -> Tuple[FaceBackbone, ModelMeta]
 def load_recognizer(name_or_path: str | Path, device: str | torch.device = "cpu",
                     weights_dir: Optional[Path] = None, batch_size: int = 64) -> Recognizer:
     """A ``Recognizer`` from a released model name/file or an export folder / ``model_meta.json``."""
-    from face_sdk.released import RELEASED_RECOGNIZERS, load_released_recognizer
-
     path = Path(name_or_path)
     if str(name_or_path) not in RELEASED_RECOGNIZERS and (path.is_dir() or path.suffix == ".json"):
         backbone, meta = load_exported_recognizer(path)

@@ -161,7 +161,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"{self.source}: module reference {pid[1:2]!r} did not resolve to a stub")
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise pickle.UnpicklingError(f"{self.source}: unsupported persistent id {pid!r}")
-        storage_type, key, _location, numel = pid[1], str(pid[2]), pid[3], int(pid[4])
+        storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])  # pid[3]: device, ignored (CPU)
         if len(pid) > 5 and pid[5] is not None:
             raise pickle.UnpicklingError(f"{self.source}: storage views (legacy view metadata) are not supported")
         if not isinstance(storage_type, StorageType):

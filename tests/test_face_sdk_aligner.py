@@ -11,7 +11,8 @@ from face_sdk.aligner import (align_face, center_crop, estimate_similarity, sphe
 
 def _similarity(angle_deg: float, scale: float, shift) -> np.ndarray:
     a = np.deg2rad(angle_deg)
-    return np.array([[scale * np.cos(a), -scale * np.sin(a), shift[0]], [scale * np.sin(a), scale * np.cos(a), shift[1]]])
+    return np.array([[scale * np.cos(a), -scale * np.sin(a), shift[0]],
+                     [scale * np.sin(a), scale * np.cos(a), shift[1]]])
 
 
 def _textured_image(height: int = 300, width: int = 260, seed: int = 0) -> np.ndarray:

@@ -35,5 +35,6 @@ def test_export_round_trip_and_onnxruntime_parity(tmp_path, arch, input_size, ex
     x = torch.randn(3, 3, *input_size)
     with torch.inference_mode():
         np.testing.assert_array_equal(reloaded(x).numpy(), backbone(x).numpy())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backbone.pt", "model.onnx", "model_meta.json"]
     state = torch.load(tmp_path / "backbone.pt", weights_only=True)
     assert not any(k.startswith(("module.", "backbone.")) for k in state)

@@ -13,6 +13,7 @@ A Trainer checkpoint is read as ``{"config": {"backbone": ..., "data": {"preproc
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import tempfile
@@ -56,7 +57,7 @@ def export_to_onnx(model: nn.Module, input_size: Tuple[int, int], path: str | Pa
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1, max=65536)
             torch.onnx.export(model, (example,), tmp, dynamic_shapes=({0: batch},), dynamo=True, verbose=False,
-                              **names)
+                              external_data=False, **names)  # one self-contained file (weights inline)
         elif exporter == "torchscript":
             torch.onnx.export(model, (example,), tmp, dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}},
                               do_constant_folding=True, dynamo=False, **names)
@@ -122,6 +123,8 @@ def export_model(backbone: nn.Module, meta, out_dir: str | Path, opset: int = DE
     atomic_torch_save({k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}, out_dir / meta.weights)
     write_model_meta(out_dir / "model_meta.json", meta)
     onnx_path = export_to_onnx(backbone, meta.preprocess.input_size, out_dir / "model.onnx", opset, exporter)
+    for written in (out_dir / meta.weights, out_dir / "model_meta.json", onnx_path):
+        os.chmod(written, 0o644)  # the atomic writes go through mkstemp files (0600); exports are meant to be shared
     if not parity:
         return None
     return check_onnx_parity(backbone, onnx_path, meta.preprocess.input_size)
@@ -151,9 +154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         backbone, meta = backbone_from_checkpoint(args.checkpoint)
     parity = not args.no_parity
     if parity:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("onnxruntime") is None:
             print("onnxruntime is not installed: skipping the parity check", file=sys.stderr)
             parity = False
     report = export_model(backbone, meta, args.out, args.opset, parity, args.exporter)
