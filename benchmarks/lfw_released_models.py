@@ -9,8 +9,9 @@
 3. extracts every image once with its flipped view and scores the official pairs with ``PairVerification`` in the
    ``facexzoo`` and ``insightface`` variants (and insightface with ``flip=norm_weighted``, the raw-output sum of
    insightface's own code); prints one table (plus the published and an independent figure).
-``--speed`` also times extraction + 10-fold for the 12,000 pair-order images (as a ``.bin`` holds them) with the
-first model, no flip. ``--pairs N`` keeps the first N/20 positives and N/20 negatives of each fold (CI-sized runs).
+``--speed`` also times extraction + 10-fold for the 12,000 pair-order images of the full pairs file (as a ``.bin``
+holds them) with the first model, no flip. ``--pairs N`` scores only the first N/20 positives and N/20 negatives of
+each fold (CI-sized runs; ``--pairs 60 --speed`` is a quick accuracy check plus the full timing).
 """
 from __future__ import annotations
 
@@ -181,7 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rows = []
         for name in args.models.split(","):
             rows += evaluate_released(name, aligned, pairs_file, weights_dir, args.device, args.batch_size)
-        speed = (time_pair_order_extraction(args.models.split(",")[0], aligned, pairs_file, weights_dir,
+        speed = (time_pair_order_extraction(args.models.split(",")[0], aligned, lfw / "pairs.txt", weights_dir,
                                             args.device, args.batch_size) if args.speed else None)
     print(format_table([{**row, "set": f"LFW {row['model']}"} for row in rows]))
     print(f"\n{'model':<34} {'variant':<12} {'flip':<14} {'accuracy':<22} published  independent (dlib)")
@@ -201,7 +202,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json:
         arguments = sys.argv[1:] if argv is None else list(argv)
         payload = {"command": "python -m benchmarks.lfw_released_models " + " ".join(arguments),
-                   "machine": machine(), "device": args.device, "alignment": alignment,
+                   "machine": machine(), "load_average_1_5_15_at_end": os.getloadavg(),
+                   "device": args.device, "alignment": alignment,
                    "align_seconds_this_run": round(align_seconds, 1), "rows": rows, "speed": speed}
         atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
     return 0 if best is None or best >= bar else 1

@@ -74,6 +74,9 @@ def _detector(args: argparse.Namespace) -> FaceDetector:
 
 
 def run(args: argparse.Namespace) -> Any:
+    missing = [a for a in args.images if not a.startswith("demo:") and not Path(a).is_file()]
+    if missing:  # fail before loading any model
+        raise FileNotFoundError(f"image not found: {', '.join(missing)}")
     detector = _detector(args)
     if args.command == "detect":
         results: List[Dict[str, Any]] = []

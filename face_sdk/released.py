@@ -65,7 +65,8 @@ RELEASED_RECOGNIZERS: Dict[str, ReleasedRecognizer] = {
             kwargs={"feat_dim": 128, "input_size": [112, 112]}, embedding_dim=128,
             preprocess=PreprocessSpec("RGB", IMAGENET_MEAN, IMAGENET_STD, (112, 112), "arcface_112x112"),
             source="foamliu/MobileFaceNet release (Apache-2.0), MS1M, published LFW 99.48",
-            notes="Trained with PIL-loaded RGB images and torchvision ImageNet normalisation.",
+            notes="Trained with PIL-loaded RGB images and torchvision ImageNet normalisation; RGB beats BGR on LFW "
+                  "(99.05 vs 98.95).",
             provenance={"training_data": "MS1M (insightface 112x112 ArcFace-aligned)",
                         "results": _lfw_results(0.27, 99.05, 0.33)},
         ),
@@ -93,8 +94,10 @@ RELEASED_RECOGNIZERS: Dict[str, ReleasedRecognizer] = {
             kwargs={"feat_dim": 128, "input_size": [112, 112]}, embedding_dim=128,
             preprocess=PreprocessSpec("RGB", (127.5,) * 3, (127.5,) * 3, (112, 112), "arcface_112x112"),
             source="bubbliiiing/arcface-pytorch release (MIT), published LFW 98.78",
-            notes="(x/255 - 0.5)/0.5 on PIL RGB images, i.e. (x - 127.5)/127.5.",
-            provenance={"training_data": "CASIA-WebFace, ArcFace 112x112 crops"},
+            notes="(x/255 - 0.5)/0.5 on PIL RGB images, i.e. (x - 127.5)/127.5; RGB beats BGR on LFW "
+                  "(98.17 vs 97.45).",
+            provenance={"training_data": "CASIA-WebFace, ArcFace 112x112 crops",
+                        "results": _lfw_results(0.28, 98.17, 0.43)},
         ),
     ),
 }

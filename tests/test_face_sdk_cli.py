@@ -37,7 +37,6 @@ def test_detect_demo_image_draws_png(shared, tmp_path):
     assert (tmp_path / "astronaut.detections.png").stat().st_size > 1000
 
 
-def test_missing_image_is_a_clear_error(shared, tmp_path):
-    shared("weights/detection/facexzoo_face_detection_retina_mnet025.pkl")
+def test_missing_image_is_a_clear_error(tmp_path):
     run = _cli("detect", str(tmp_path / "nope.jpg"))
     assert run.returncode == 2 and "image not found" in run.stderr and "nope.jpg" in run.stderr
