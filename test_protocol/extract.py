@@ -94,11 +94,20 @@ def _collate(items: List[Any]) -> Union[torch.Tensor, List[torch.Tensor]]:
 
 
 def _forward(model: torch.nn.Module, batch: torch.Tensor, spec: PreprocessSpec, device: torch.device,
-             with_flip: bool) -> torch.Tensor:
+             with_flip: bool, channels_last: bool) -> torch.Tensor:
     batch = batch.to(device, non_blocking=True)
     if with_flip:
         batch = torch.cat([batch, batch.flip(-1)])
-    return model(preprocess(batch, spec)).float()
+    inputs = preprocess(batch, spec)
+    if channels_last:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    return model(inputs).float()
+
+
+def prefers_channels_last(model: torch.nn.Module, device: torch.device) -> bool:
+    """True for a convolutional PyTorch model on the CPU, where channels-last inputs run ~1.5x faster (oneDNN) with
+    the same embeddings up to float rounding; models that are not ``nn.Conv2d`` networks get contiguous inputs."""
+    return device.type == "cpu" and any(isinstance(module, torch.nn.Conv2d) for module in model.modules())
 
 
 @torch.no_grad()
@@ -116,16 +125,18 @@ def extract_views(model: torch.nn.Module, images: ImageSource, spec: PreprocessS
                         collate_fn=_collate, pin_memory=device.type == "cuda")
     was_training = model.training
     model.eval().to(device)
+    channels_last = prefers_channels_last(model, device)
     plain, flipped = [], []
     try:
         for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
             if isinstance(batch, list):
-                outputs = torch.cat([_forward(model, image[None], spec, device, with_flip) for image in batch])
+                outputs = torch.cat([_forward(model, image[None], spec, device, with_flip, channels_last)
+                                     for image in batch])
                 count = len(batch)
                 outputs = outputs.view(count, 2 if with_flip else 1, -1).transpose(0, 1).reshape(-1, outputs.shape[1])
             else:
                 count = batch.shape[0]
-                outputs = _forward(model, batch, spec, device, with_flip)
+                outputs = _forward(model, batch, spec, device, with_flip, channels_last)
             plain.append(outputs[:count].cpu())
             if with_flip:
                 flipped.append(outputs[count:].cpu())

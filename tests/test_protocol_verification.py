@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from data_processor.image_io import encode_image, write_image
-from data_processor.preprocess import PreprocessSpec
+from data_processor.preprocess import PreprocessSpec, preprocess
 from data_processor.verification_bin import write_verification_bin
 from test_protocol import PROTOCOLS
 from test_protocol.evaluate import evaluate_model, format_table
-from test_protocol.extract import EmbeddingViews, extract_embeddings, extract_views
+from test_protocol.extract import EmbeddingViews, ImagePathDataset, extract_embeddings, extract_views
 from test_protocol.protocol_base import SetNotAvailable
 
 FIXTURES = Path(__file__).parent / "fixtures" / "protocols"
@@ -143,6 +143,22 @@ def test_extraction_accepts_mixed_sizes_and_in_memory_images(tmp_path):
     assert torch.allclose(extract_embeddings(model, arrays, SPEC, "cpu"),
                           extract_embeddings(model, [{"image": torch.from_numpy(a.transpose(2, 0, 1))}
                                                      for a in arrays], SPEC, "cpu"))
+
+
+def test_cpu_extraction_of_a_conv_net_feeds_channels_last_with_the_same_embeddings(tmp_path):
+    write_lfw_images(tmp_path)
+    paths = [tmp_path / p for p in LFW_IMAGES]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    seen = []
+    model[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    embeddings = extract_embeddings(model, paths, SPEC, "cpu", batch_size=4)
+    assert seen and not any(seen)  # channels-last inputs, never the default layout
+    with torch.no_grad():
+        reference = model.eval()(preprocess(torch.stack([ImagePathDataset(paths)[i] for i in range(len(paths))]),
+                                            SPEC))
+    assert torch.allclose(embeddings, reference, atol=1e-5)
 
 
 def test_evaluate_model_extracts_once_for_both_variants(tmp_path):
