@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from data_processor.image_io import write_image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -20,3 +23,17 @@ def shared_path(relative: str) -> Path:
 @pytest.fixture
 def shared():
     return shared_path
+
+
+@pytest.fixture(scope="session")
+def random_faces(tmp_path_factory):
+    """48 random 112×112 images of 4 identities (``id<k>/<n>.png``) in a FaceX-Zoo ``train_list.txt``."""
+    root = tmp_path_factory.mktemp("random_faces")
+    rng = np.random.default_rng(0)
+    lines = []
+    for k in range(48):
+        path = f"id{k % 4}/{k:03d}.png"
+        write_image(root / "images" / path, rng.integers(0, 255, (112, 112, 3), np.uint8))
+        lines.append(f"{path} {k % 4}")
+    (root / "train_list.txt").write_text("\n".join(lines) + "\n")
+    return root

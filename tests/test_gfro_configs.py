@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from backbone import BACKBONES
-from data_processor.image_io import write_image
 from head import HEADS
 from training_mode import TRAINING_MODES
 from training_mode.teacher import build_teacher
@@ -58,20 +57,6 @@ def test_casia_preset_without_teacher_weights_is_teacher_free(caplog):
     with caplog.at_level(logging.INFO, logger="training_mode.teacher"):
         assert build_teacher(cfg["teacher"], "cpu") is None
     assert "teacher-free mode" in caplog.text
-
-
-@pytest.fixture(scope="module")
-def random_faces(tmp_path_factory):
-    """32 random 112×112 images of 4 identities in a FaceX-Zoo train list."""
-    root = tmp_path_factory.mktemp("gfro_faces")
-    rng = np.random.default_rng(0)
-    lines = []
-    for k in range(32):
-        path = f"id{k % 4}/{k:03d}.png"
-        write_image(root / "images" / path, rng.integers(0, 255, (112, 112, 3), np.uint8))
-        lines.append(f"{path} {k % 4}")
-    (root / "train_list.txt").write_text("\n".join(lines) + "\n")
-    return root
 
 
 def small_gfro_config(faces: Path, **extra) -> dict:

@@ -4,31 +4,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
 
-from data_processor.image_io import write_image
 from training_mode.trainer import Trainer
 from utils.checkpoint import load_checkpoint
 from utils.config import load_config, merge
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def random_faces(tmp_path_factory):
-    """48 random 112×112 images of 4 identities in a FaceX-Zoo train list."""
-    root = tmp_path_factory.mktemp("faces")
-    rng = np.random.default_rng(0)
-    lines = []
-    for k in range(48):
-        path = f"id{k % 4}/{k:03d}.png"
-        write_image(root / "images" / path, rng.integers(0, 255, (112, 112, 3), np.uint8))
-        lines.append(f"{path} {k % 4}")
-    (root / "train_list.txt").write_text("\n".join(lines) + "\n")
-    return root
 
 
 def tiny_config(faces: Path, **runtime) -> dict:
@@ -112,3 +96,40 @@ def test_torchrun_two_process_gloo(random_faces, tmp_path):
     checkpoint = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
     assert checkpoint["global_step"] == 2
     assert not any(k.startswith("module.") for k in checkpoint["model"])
+
+
+def test_init_head_class_means_imprints_normalised_class_means(random_faces, tmp_path):
+    trainer = Trainer(tiny_config(random_faces, init_head="class_means", max_steps=1), tmp_path / "run")
+    try:
+        backbone, weight = trainer.module.backbone.eval(), trainer.module.head.weight.detach()
+        with torch.no_grad():
+            samples = [trainer.dataset[i] for i in range(len(trainer.dataset))]
+            images = torch.stack([sample["image"] for sample in samples])
+            labels = torch.tensor([int(sample["label"]) for sample in samples])
+            embeddings = torch.nn.functional.normalize(backbone(trainer.module.inputs(images)), dim=1)
+        for label in range(4):
+            expected = torch.nn.functional.normalize(embeddings[labels == label].mean(0), dim=0)
+            assert torch.allclose(weight[label], expected, atol=1e-5)
+        assert torch.allclose(weight.norm(dim=1), torch.ones(4))
+    finally:
+        trainer.close()
+    with pytest.raises(ValueError, match="init_head must be random or class_means"):
+        Trainer(tiny_config(random_faces, init_head="means"), tmp_path / "bad")
+
+
+def test_freeze_bn_stats_keeps_running_statistics(random_faces, tmp_path):
+    def running_means(trainer):
+        return [m.running_mean.clone() for m in trainer.module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+    for frozen in (True, False):
+        trainer = Trainer(tiny_config(random_faces, freeze_bn_stats=frozen, max_steps=2), tmp_path / str(frozen))
+        try:
+            before = running_means(trainer)
+            first_conv = next(p for p in trainer.module.backbone.parameters() if p.dim() == 4).detach().clone()
+            trainer.fit()
+            after = running_means(trainer)
+            unchanged = all(torch.equal(a, b) for a, b in zip(before, after))
+            assert unchanged == frozen
+            assert not torch.equal(first_conv, next(p for p in trainer.module.backbone.parameters() if p.dim() == 4))
+        finally:
+            trainer.close()

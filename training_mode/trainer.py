@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from tqdm import tqdm
 
 from backbone import build_backbone
 from data_processor.preprocess import PreprocessSpec
@@ -101,6 +102,10 @@ class Trainer:
                                            head=head, preprocess_spec=self.spec, teacher=teacher).to(self.device)
         if runtime.get("init_weights"):
             self._init_weights(runtime["init_weights"])
+        self.freeze_bn_stats = bool(runtime.get("freeze_bn_stats", False))
+        init_head = runtime.get("init_head", "random")
+        if init_head not in ("random", "class_means"):
+            raise ValueError(f"runtime.init_head must be random or class_means, got {init_head!r}")
         self.channels_last = bool(runtime.get("channels_last", False))
         if self.channels_last:
             self.module.to(memory_format=torch.channels_last)
@@ -139,6 +144,8 @@ class Trainer:
             dump_config(cfg, self.run_dir / "config.yaml")
         if resume:
             self._resume(resume)
+        if init_head == "class_means" and self.global_step == 0:
+            self._imprint_head()
         logger.info("data: %d images, %d classes, landmarks from %s; %d steps/epoch × %d epochs; batch %d × %d ranks",
                     len(self.dataset), self.num_class, getattr(self.dataset, "landmark_source", "n/a"),
                     self.steps_per_epoch, self.epochs, self.batch_size, self.dist.world_size)
@@ -166,6 +173,49 @@ class Trainer:
         model, _, source = loaded
         load_backbone_weights(target, model.state_dict(), source=source)
         logger.info("initialised %s from %s", cfg.get("module", "backbone"), source)
+
+    @torch.no_grad()
+    def _imprint_head(self) -> None:
+        """``runtime.init_head: class_means``: set each class weight of the head to the mean L2-normalised embedding
+        of that class's clean training images under the (pretrained) backbone in eval mode (weight imprinting), so
+        fine-tuning starts with a head that already fits the backbone instead of a random one. Ranks embed their
+        shard of the data and the sums are all-reduced."""
+        head, backbone = self.module.head, self.module.backbone
+        weight = getattr(head, "weight", None)
+        if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != (self.num_class, backbone.feat_dim):
+            raise ValueError(f"runtime.init_head=class_means needs a head with a [num_class, feat_dim] 'weight'; "
+                             f"{type(head).__name__} has {tuple(getattr(weight, 'shape', ()))}")
+        sampler = DistributedSampler(self.dataset, num_replicas=self.dist.world_size, rank=self.dist.rank,
+                                     shuffle=False, drop_last=False)
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers)
+        sums = torch.zeros(self.num_class, backbone.feat_dim, device=self.device)
+        counts = torch.zeros(self.num_class, device=self.device)
+        was_training = backbone.training
+        backbone.eval()
+        for batch in tqdm(loader, desc="init_head: class means", unit="batch", disable=not self.dist.is_main):
+            labels = batch["label"].to(self.device)
+            embeddings = backbone(self.module.inputs(batch["image"].to(self.device))).float()
+            sums.index_add_(0, labels, torch.nn.functional.normalize(embeddings, dim=1))
+            counts.index_add_(0, labels, torch.ones_like(labels, dtype=counts.dtype))
+        backbone.train(was_training)
+        if self.dist.enabled:
+            torch.distributed.all_reduce(sums)
+            torch.distributed.all_reduce(counts)
+        empty = int((counts == 0).sum())
+        if empty:
+            raise ValueError(f"runtime.init_head=class_means: {empty} classes have no training image")
+        weight.copy_(torch.nn.functional.normalize(sums / counts.unsqueeze(1), dim=1).to(weight.dtype))
+        logger.info("init_head: %d class weights imprinted from the mean clean embeddings of %d images",
+                    self.num_class, int(counts.sum()))
+
+    def _set_train_mode(self) -> None:
+        """Train mode, except BatchNorm layers when ``runtime.freeze_bn_stats`` (they keep their running
+        statistics; their affine parameters still learn)."""
+        self.train_module.train()
+        if self.freeze_bn_stats:
+            for module in self.module.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> Dict[str, Any]:
@@ -229,7 +279,7 @@ class Trainer:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     def train_step(self, batch: Dict[str, Any]) -> Dict[str, Any]:
-        self.train_module.train()
+        self._set_train_mode()
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
                     else nullcontext())
         with autocast:
