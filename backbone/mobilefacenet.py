@@ -17,7 +17,7 @@ which the released 128-d checkpoints use, is ``MobileFaceNetGDC`` (backbone/rele
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -33,6 +33,7 @@ BOTTLENECK_STAGES: Tuple[Tuple[int, int, int, int], ...] = (
     (4, 128, 1, 2),
     (2, 128, 2, 1),
 )
+STEM_CHANNELS = 64
 
 
 def scaled_channels(channels: int, width: float) -> int:
@@ -48,34 +49,63 @@ def map_size(input_size: Sequence[int], num_stride2: int) -> Tuple[int, int]:
     return height, width
 
 
-class ConvBNPReLU(nn.Sequential):
-    """Convolution (no bias) → BatchNorm → PReLU; ``activation=False`` drops the PReLU (linear layer)."""
+def make_activation(name: Optional[str], channels: int) -> nn.Module:
+    """``prelu`` | ``relu6`` | ``relu`` | ``None`` (identity: a linear layer)."""
+    if name is None:
+        return nn.Identity()
+    if name == "prelu":
+        return nn.PReLU(channels)
+    if name == "relu6":
+        return nn.ReLU6(inplace=True)
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    raise ValueError(f"unknown activation {name!r}; expected prelu, relu6, relu or None")
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
-                 groups: int = 1, activation: bool = True) -> None:
-        layers: List[nn.Module] = [
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False),
-            nn.BatchNorm2d(out_channels),
-        ]
-        if activation:
-            layers.append(nn.PReLU(out_channels))
-        super().__init__(*layers)
+
+class ConvBNAct(nn.Module):
+    """Conv → BatchNorm → activation (``None`` = linear). Padding keeps the size for odd kernels unless given."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Tuple[int, int] = 3, stride: int = 1,
+                 groups: int = 1, activation: Optional[str] = "prelu", padding: Optional[int] = None,
+                 bias: bool = False) -> None:
+        super().__init__()
+        if padding is None:
+            padding = kernel_size // 2 if isinstance(kernel_size, int) else 0
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act = make_activation(activation, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
 
 
-class InvertedResidual(nn.Module):
-    """Expand 1×1 → depthwise 3×3 (stride) → project 1×1 (linear); identity shortcut when shapes allow."""
+class InvertedBottleneck(nn.Module):
+    """1×1 expand → 3×3 depthwise (stride) → 1×1 linear projection; identity shortcut when shapes match."""
 
-    def __init__(self, in_channels: int, out_channels: int, expansion: int, stride: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int,
+                 activation: str = "prelu") -> None:
         super().__init__()
         hidden = in_channels * expansion
-        self.expand = ConvBNPReLU(in_channels, hidden, 1)
-        self.depthwise = ConvBNPReLU(hidden, hidden, 3, stride, groups=hidden)
-        self.project = ConvBNPReLU(hidden, out_channels, 1, activation=False)
         self.use_shortcut = stride == 1 and in_channels == out_channels
+        self.expand = ConvBNAct(in_channels, hidden, 1, activation=activation)
+        self.depthwise = ConvBNAct(hidden, hidden, 3, stride, groups=hidden, activation=activation)
+        self.project = ConvBNAct(hidden, out_channels, 1, activation=None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.depthwise(self.expand(x)))
         return x + out if self.use_shortcut else out
+
+
+def bottleneck_blocks(in_channels: int, width: float = 1.0, activation: str = "prelu") -> Tuple[nn.Sequential, int]:
+    """The ``BOTTLENECK_STAGES`` blocks (channels scaled by ``width``) and their output channel count."""
+    blocks: List[nn.Module] = []
+    for expansion, channels, repeats, stride in BOTTLENECK_STAGES:
+        out_channels = scaled_channels(channels, width)
+        for index in range(repeats):
+            blocks.append(InvertedBottleneck(in_channels, out_channels, stride if index == 0 else 1, expansion,
+                                             activation))
+            in_channels = out_channels
+    return nn.Sequential(*blocks), in_channels
 
 
 @BACKBONES.register()
@@ -100,18 +130,11 @@ class MobileFaceNet(FaceBackbone):
             raise ValueError(f"MobileFaceNet: input_size must be (height, width) >= 16, got {input_size!r}")
         self.feat_dim = feat_dim
         self.feature_size = map_size(input_size, 4)
-        stem_channels = scaled_channels(64, width)
-        self.stem = ConvBNPReLU(3, stem_channels, 3, stride=2)
-        self.stem_depthwise = ConvBNPReLU(stem_channels, stem_channels, 3, groups=stem_channels)
-        blocks: List[nn.Module] = []
-        in_channels = stem_channels
-        for expansion, channels, repeats, stride in BOTTLENECK_STAGES:
-            out_channels = scaled_channels(channels, width)
-            for index in range(repeats):
-                blocks.append(InvertedResidual(in_channels, out_channels, expansion, stride if index == 0 else 1))
-                in_channels = out_channels
-        self.blocks = nn.Sequential(*blocks)
-        self.conv_out = ConvBNPReLU(in_channels, self.feature_channels, 1)
+        stem_channels = scaled_channels(STEM_CHANNELS, width)
+        self.stem = ConvBNAct(3, stem_channels, 3, stride=2)
+        self.stem_depthwise = ConvBNAct(stem_channels, stem_channels, 3, groups=stem_channels)
+        self.blocks, channels = bottleneck_blocks(stem_channels, width)
+        self.conv_out = ConvBNAct(channels, self.feature_channels, 1)
         self.neck = EmbeddingNeck(self.feature_channels, self.feature_size, feat_dim, dropout)
         self._init_weights()
 

@@ -12,63 +12,16 @@ fine-tune like every other ``FaceBackbone``. ``face_sdk.weights`` maps the relea
 """
 from __future__ import annotations
 
-import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 from torch import nn
 
 from backbone import BACKBONES
 from backbone.base import FaceBackbone
+from backbone.mobilefacenet import STEM_CHANNELS, ConvBNAct, bottleneck_blocks, map_size
 
-BOTTLENECK_SETTING = ((2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1))
-STEM_CHANNELS = 64
 MAP_CHANNELS = 512
-
-
-def make_activation(name: Optional[str], channels: int) -> nn.Module:
-    if name is None:
-        return nn.Identity()
-    if name == "prelu":
-        return nn.PReLU(channels)
-    if name == "relu6":
-        return nn.ReLU6(inplace=True)
-    if name == "relu":
-        return nn.ReLU(inplace=True)
-    raise ValueError(f"unknown activation {name!r}; expected prelu, relu6, relu or None")
-
-
-class ConvBNAct(nn.Module):
-    """Conv → BatchNorm → activation (``None`` = linear). Padding keeps the size for odd kernels unless given."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Tuple[int, int] = 3, stride: int = 1,
-                 groups: int = 1, activation: Optional[str] = "prelu", padding: Optional[int] = None,
-                 bias: bool = False) -> None:
-        super().__init__()
-        if padding is None:
-            padding = kernel_size // 2 if isinstance(kernel_size, int) else 0
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias)
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.act = make_activation(activation, out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
-
-
-class InvertedBottleneck(nn.Module):
-    """1×1 expand → 3×3 depthwise (stride) → 1×1 linear projection; identity shortcut when shapes match."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int, activation: str) -> None:
-        super().__init__()
-        hidden = in_channels * expansion
-        self.use_shortcut = stride == 1 and in_channels == out_channels
-        self.expand = ConvBNAct(in_channels, hidden, 1, activation=activation)
-        self.depthwise = ConvBNAct(hidden, hidden, 3, stride, groups=hidden, activation=activation)
-        self.project = ConvBNAct(hidden, out_channels, 1, activation=None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.project(self.depthwise(self.expand(x)))
-        return x + out if self.use_shortcut else out
 
 
 class DepthwiseSeparableStem(nn.Module):
@@ -95,13 +48,6 @@ class GDCNeck(nn.Module):
         return torch.flatten(self.embedding(self.gdc(feature_map)), 1)
 
 
-def feature_size_for(input_size: Sequence[int]) -> Tuple[int, int]:
-    """Spatial size of the last map: four stride-2 stages (each ``ceil(x / 2)``)."""
-    if len(input_size) != 2:
-        raise ValueError(f"input_size must be (height, width), got {input_size!r}")
-    return tuple(int(math.ceil(int(v) / 16)) for v in input_size)  # type: ignore[return-value]
-
-
 class _MobileFaceNetWithGDC(FaceBackbone):
     """Shared body: stem, stem_dw, bottleneck blocks, 1×1 conv to 512; GDC neck."""
 
@@ -112,17 +58,12 @@ class _MobileFaceNetWithGDC(FaceBackbone):
         super().__init__()
         self.feat_dim = int(feat_dim)
         self.feature_channels = MAP_CHANNELS
-        self.feature_size = feature_size_for(input_size)
+        if len(input_size) != 2:
+            raise ValueError(f"input_size must be (height, width), got {input_size!r}")
+        self.feature_size = map_size(input_size, 4)
         self.stem = ConvBNAct(3, STEM_CHANNELS, 3, 2, activation=self.activation)
         self.stem_dw = self._make_stem_dw()
-        blocks: List[nn.Module] = []
-        channels = STEM_CHANNELS
-        for expansion, out_channels, repeats, stride in BOTTLENECK_SETTING:
-            for index in range(repeats):
-                blocks.append(InvertedBottleneck(channels, out_channels, stride if index == 0 else 1, expansion,
-                                                 self.activation))
-                channels = out_channels
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks, channels = bottleneck_blocks(STEM_CHANNELS, activation=self.activation)
         self.head_conv = ConvBNAct(channels, MAP_CHANNELS, 1, activation=self.activation)
         self.neck = GDCNeck(MAP_CHANNELS, self.feature_size, self.feat_dim, self.embedding_bias)
 
