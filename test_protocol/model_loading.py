@@ -1,6 +1,8 @@
-"""Models to evaluate: an export folder, a training checkpoint, or the newest run under ``work_dirs/``.
+"""Models to evaluate: an export folder, its ONNX graph, a training checkpoint, or the newest run under ``work_dirs/``.
 
 - export folder: ``backbone.pt`` (prefix-free state_dict) + ``model_meta.json`` (``face_sdk.model_meta``);
+- ONNX: ``model.onnx`` of an export folder (``python -m utils.export_onnx``), run by onnxruntime, fed per the
+  ``model_meta.json`` beside it;
 - training checkpoint (``checkpoints/last.pt``): ``config`` (resolved) + ``model`` (``backbone.*``, ``head.*``);
   the backbone is built from ``config["backbone"]`` and fed per ``config["data"]["preprocess"]``.
 Checkpoint selection rule (printed by the caller): the *last* checkpoint of a run, never the best on a test set.
@@ -32,6 +34,20 @@ def load_export(export_dir: str | Path) -> LoadedModel:
     """An export folder (``backbone.pt`` + ``model_meta.json``) → backbone in eval mode + its preprocessing."""
     model, meta = load_exported_recognizer(export_dir)
     return LoadedModel(model, meta.preprocess, str(Path(export_dir) / meta.weights))
+
+
+def load_onnx_export(path: str | Path) -> LoadedModel:
+    """``model.onnx`` (or a folder holding it) + the ``model_meta.json`` beside it → onnxruntime model + preprocessing."""
+    from face_sdk.model_meta import read_model_meta
+    from utils.export_onnx import OnnxEmbeddingModel
+
+    path = Path(path)
+    onnx_path = path / "model.onnx" if path.is_dir() else path
+    meta_path = onnx_path.parent / "model_meta.json"
+    for needed in (onnx_path, meta_path):
+        if not needed.is_file():
+            raise FileNotFoundError(f"--onnx {path}: {needed} is missing (write both with python -m utils.export_onnx)")
+    return LoadedModel(OnnxEmbeddingModel(onnx_path), read_model_meta(meta_path).preprocess, str(onnx_path))
 
 
 def load_training_checkpoint(path: str | Path) -> LoadedModel:
@@ -75,12 +91,14 @@ def _written_at(candidate: Path) -> float:
 
 
 def load_for_evaluation(checkpoint: Optional[str] = None, export: Optional[str] = None,
-                        work_dirs: str = "work_dirs") -> LoadedModel:
-    """``--export`` or ``--checkpoint`` if given, else the newest run under ``work_dirs``."""
-    if checkpoint and export:
-        raise ValueError("pass --checkpoint or --export, not both")
+                        work_dirs: str = "work_dirs", onnx: Optional[str] = None) -> LoadedModel:
+    """``--export``, ``--onnx`` or ``--checkpoint`` if given, else the newest run under ``work_dirs``."""
+    if sum(bool(source) for source in (checkpoint, export, onnx)) > 1:
+        raise ValueError("pass one of --checkpoint, --export, --onnx")
     if export:
         return load_export(export)
+    if onnx:
+        return load_onnx_export(onnx)
     if checkpoint:
         return load_training_checkpoint(checkpoint)
     chosen = newest_run_model(work_dirs)

@@ -1,9 +1,10 @@
 """Evaluate a model on the sets of ``test_protocol/data_conf.yaml`` and print one table.
 
-    python -m test_protocol.test_lfw_adapt [--checkpoint PATH | --export DIR] [--sets SYNTH,SYNTH-MASK]
+    python -m test_protocol.test_lfw_adapt [--checkpoint PATH | --export DIR | --onnx DIR] [--sets SYNTH,SYNTH-MASK]
         [--variant facexzoo|insightface|both] [--json out.json] [--report DIR] [--device cpu]
 
-Without ``--checkpoint``/``--export`` the newest run under ``work_dirs/`` is used (its ``export/`` folder when
+``--onnx`` scores an export's ``model.onnx`` with onnxruntime (same preprocessing, from its ``model_meta.json``).
+Without ``--checkpoint``/``--export``/``--onnx`` the newest run under ``work_dirs/`` is used (its ``export/`` folder when
 present, else ``checkpoints/last.pt``): the last checkpoint, never one picked on a test set. Embedded synthetic
 sets are built on first use; other missing sets give a "not available" row; a missing image is an error.
 """
@@ -31,6 +32,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", help="training checkpoint (work_dirs/<run>/checkpoints/last.pt)")
     source.add_argument("--export", help="export folder with backbone.pt + model_meta.json")
+    source.add_argument("--onnx", help="model.onnx (or its export folder) run by onnxruntime, with the "
+                                       "model_meta.json beside it (python -m utils.export_onnx writes both)")
     parser.add_argument("--work-dirs", default="work_dirs",
                         help="where to look for the newest run (default: %(default)s)")
     parser.add_argument("--sets", help="comma-separated set names from data_conf.yaml (default: all)")
@@ -55,7 +58,7 @@ def protocol_configs(entries: List[Dict[str, Any]], variant: str) -> List[Dict[s
 def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
-    loaded = load_for_evaluation(args.checkpoint, args.export, args.work_dirs)
+    loaded = load_for_evaluation(args.checkpoint, args.export, args.work_dirs, args.onnx)
     logger.info("model: %s\ncheckpoint rule: %s", loaded.source, SELECTION_RULE)
     entries = load_data_conf(args.data_conf, args.sets.split(",") if args.sets else None)
     protocols = build_protocols(protocol_configs(entries, args.variant))

@@ -146,3 +146,25 @@ def test_eval_protocols_can_name_data_conf_sets(tmp_path, monkeypatch):
     assert [(row["set"], row["variant"]) for row in rows] == [("LFW-MASK", "facexzoo"), ("LFW-MASK", "insightface"),
                                                               ("MEGLASS", "-")]
     assert rows[0]["status"] == f"not available: {tmp_path / 'lfw_occluded' / 'mask' / 'images'} missing"
+
+
+def test_onnx_export_is_scored_like_its_pytorch_weights(data_root):
+    pytest.importorskip("onnxruntime")
+    from utils.export_onnx import main as export_main
+
+    export = write_export(data_root / "export")
+    assert export_main(["--export-dir", str(export), "--out", str(data_root / "onnx"), "--no-parity"]) == 0
+    common = ["--data-conf", str(data_root / "data_conf.yaml"), "--sets", "TINY", "--variant", "insightface"]
+    main(["--export", str(export), *common, "--json", str(data_root / "torch.json")])
+    main(["--onnx", str(data_root / "onnx"), *common, "--json", str(data_root / "onnx.json")])
+    (torch_row,), (onnx_row,) = (json.loads((data_root / f"{name}.json").read_text())["rows"]
+                                 for name in ("torch", "onnx"))
+    assert onnx_row["checkpoint"] == str(data_root / "onnx" / "model.onnx")
+    assert onnx_row["accuracy"] == torch_row["accuracy"] and onnx_row["auc"] == pytest.approx(torch_row["auc"])
+
+
+def test_onnx_without_its_meta_is_a_clear_error(data_root):
+    (data_root / "lonely").mkdir()
+    (data_root / "lonely" / "model.onnx").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="model_meta.json is missing"):
+        main(["--onnx", str(data_root / "lonely"), "--data-conf", str(data_root / "data_conf.yaml")])

@@ -93,6 +93,23 @@ def check_onnx_parity(model: nn.Module, onnx_path: str | Path, input_size: Tuple
     return ParityReport(tuple(batch_sizes), max_diff, max_gap)
 
 
+class OnnxEmbeddingModel(nn.Module):
+    """A ``model.onnx`` run by onnxruntime (CPU) behind the ``nn.Module`` call the protocols use: normalised float32
+    ``[B, 3, H, W]`` in, raw embeddings ``[B, D]`` out; it holds no PyTorch parameters and ignores ``.to()``."""
+
+    def __init__(self, onnx_path: str | Path) -> None:
+        super().__init__()
+        import onnxruntime
+
+        self.path = Path(onnx_path)
+        self.session = onnxruntime.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        self.feat_dim = int(self.session.get_outputs()[0].shape[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inputs = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        return torch.from_numpy(self.session.run(["embedding"], {"input": inputs})[0]).to(x.device)
+
+
 def backbone_from_checkpoint(path: Path):
     """(backbone, ModelMeta) from a Trainer checkpoint (config + ``backbone.*`` weights)."""
     from face_sdk.model_meta import ModelMeta
