@@ -90,6 +90,17 @@ def evaluate(model: torch.nn.Module, spec: Any, configs: Sequence[Mapping[str, A
     return {row["set"]: {**row, "eval_seconds_all_sets": round(seconds, 1)} for row in rows}
 
 
+def untouched_cache_key(pairs_file: Path, aligned: Path, manifests: Mapping[str, Mapping[str, Any]], variant: str,
+                        batch_size: int) -> str:
+    """Digest of everything the untouched model's rows depend on: model, pairs, the aligned and occluded images'
+    records (alignment summary, occluded-set checksums), variant, batch size and torch version."""
+    record = {"model": MODEL, "variant": variant, "batch_size": batch_size, "torch": torch.__version__,
+              "pairs_sha256": hashlib.sha256(pairs_file.read_bytes()).hexdigest(),
+              "aligned_summary": hashlib.sha256((aligned / "summary.json").read_bytes()).hexdigest(),
+              "occluded": {name: manifest.get("output_sha256") for name, manifest in sorted(manifests.items())}}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def fine_tune(config: Path, overrides: Sequence[str], work_dir: Path) -> Dict[str, Any]:
     """Train with the Trainer from ``config`` + ``overrides``; returns the export folder and the fit summary."""
     from training_mode.trainer import Trainer
@@ -153,6 +164,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=128, help="evaluation batch size")
     parser.add_argument("--workers", type=int, default=2, help="alignment / occlusion processes")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="evaluate the untouched release again even if an identical evaluation (same model, "
+                             "pairs, images, variant, torch) is stored beside --work-dir")
     return parser.parse_args(argv)
 
 
@@ -178,8 +192,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prepare_seconds = time.perf_counter() - start
         roots = {"LFW": aligned, **{name: occluded_root / kind / "images" for name, kind in OCCLUDED_SETS.items()}}
         configs = protocol_configs(roots, pairs_file, args.variant)
-        model, meta = load_released_recognizer(MODEL, weights_dir)
-        before = evaluate(model, meta.preprocess, configs, args.device, args.batch_size, f"released {MODEL}")
+        cache = args.work_dir.parent / f"{args.work_dir.name}_untouched_" \
+            f"{untouched_cache_key(pairs_file, aligned, manifests, args.variant, args.batch_size)}.json"
+        if cache.is_file() and not args.no_cache:
+            print(f"untouched {MODEL}: reusing the rows of an identical evaluation in {cache}", flush=True)
+            before = json.loads(cache.read_text(encoding="utf-8"))
+        else:
+            model, meta = load_released_recognizer(MODEL, weights_dir)
+            before = evaluate(model, meta.preprocess, configs, args.device, args.batch_size, f"released {MODEL}")
+            atomic_write_text(cache, json.dumps(before, indent=2, default=float) + "\n")
         overrides = [f"data.train.root={celeba}", *args.overrides]
         if args.max_steps is not None:
             overrides.append(f"runtime.max_steps={args.max_steps}")

@@ -37,3 +37,27 @@ def random_faces(tmp_path_factory):
         lines.append(f"{path} {k % 4}")
     (root / "train_list.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+@pytest.fixture
+def aligned_lfw_subset(tmp_path):
+    """``make(pairs) -> (aligned folder, subset pairs file)``: the first ``pairs/20`` positive and negative pairs of
+    every fold of the official LFW pairs, their images aligned by the face_sdk aligner into ``tmp_path``."""
+    from benchmarks.lfw_released_models import ensure_aligned_lfw, subset_pairs_file
+    from test_protocol import PAIRS_PARSERS
+
+    def make(pairs: int):
+        images, official = shared_path("data/lfw/images"), shared_path("data/lfw/pairs.txt")
+        shared_path("weights/detection")
+        subset = subset_pairs_file(official, pairs, tmp_path / f"pairs{pairs}.txt")
+        raw = tmp_path / "raw"
+        raw.mkdir(exist_ok=True)
+        for relative in PAIRS_PARSERS.get("lfw")(subset).images:
+            flat = relative.split("/")[1]  # the shared copy is flat: NAME_####.jpg
+            if not (raw / flat).exists():
+                (raw / flat).symlink_to(images / flat)
+        summary = ensure_aligned_lfw(raw, tmp_path / "aligned", workers=1)
+        assert summary["images"] == len(list(raw.iterdir())) and summary["errors"] == 0, summary
+        return tmp_path / "aligned", subset
+
+    return make

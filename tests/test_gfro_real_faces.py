@@ -1,5 +1,5 @@
 """benchmarks/gfro_real_faces.py: the before/after arithmetic, and a smoke run of the whole machinery on real data
-(2 training steps, 20 LFW pairs, occluded sets built from those pairs only)."""
+(20 LFW pairs aligned here, occluded sets built from those pairs only, 2 training steps)."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,6 @@ import json
 import pytest
 
 from benchmarks.gfro_real_faces import comparison, ensure_occluded_sets, main
-from benchmarks.lfw_released_models import subset_pairs_file
-from test_protocol.data_conf import data_roots
 
 
 def test_comparison_deltas_and_occluded_mean() -> None:
@@ -23,16 +21,13 @@ def test_comparison_deltas_and_occluded_mean() -> None:
 
 
 @pytest.mark.shared
-def test_smoke_two_steps_twenty_pairs(shared, tmp_path, monkeypatch) -> None:
+def test_smoke_two_steps_twenty_pairs(shared, aligned_lfw_subset, tmp_path, monkeypatch) -> None:
     pairs = shared("data/lfw/pairs.txt")
     shared("data/celeba_subset_112/images")
     weights = shared("weights/recognition/foamliu_mobilefacenet_ms1m.pt")
-    aligned = data_roots()["FACE_DATA_ROOT"] / "lfw_aligned"
-    if not (aligned / "summary.json").is_file():
-        pytest.skip(f"needs aligned LFW in {aligned} (python -m tools.align_dataset ..., about 20 min on a CPU)")
+    aligned, subset = aligned_lfw_subset(20)
     shared_root = pairs.parents[2]
     monkeypatch.setenv("FACE_SDK_WEIGHTS_DIR", str(weights.parents[1]))
-    subset = subset_pairs_file(pairs, 20, tmp_path / "pairs20.txt")
     occluded = tmp_path / "occluded"
     manifests = ensure_occluded_sets(aligned, subset, occluded, "both", 1)
     assert sorted(manifests) == ["LFW-CROP", "LFW-MASK", "LFW-SUNGLASSES"]
@@ -41,7 +36,7 @@ def test_smoke_two_steps_twenty_pairs(shared, tmp_path, monkeypatch) -> None:
     out = tmp_path / "out.json"
     code = main(["--shared", str(shared_root), "--pairs", "20", "--max-steps", "2", "--set", "data.batch_size=8",
                  "--set", "data.num_workers=0", "--work-dir", str(tmp_path / "run"), "--occluded-root", str(occluded),
-                 "--batch-size", "64", "--json", str(out)])
+                 "--aligned", str(aligned), "--batch-size", "64", "--json", str(out)])
     assert code == 0  # the bar is only judged on all 6,000 pairs
     payload = json.loads(out.read_text())
     assert payload["pairs"] == 20 and payload["bar"] is None
@@ -51,3 +46,6 @@ def test_smoke_two_steps_twenty_pairs(shared, tmp_path, monkeypatch) -> None:
     assert payload["comparison"]["LFW"]["untouched"] >= 80.0  # the release is a ~99 % model; 20 pairs are easy
     for row in payload["rows_untouched"] + payload["rows_fine_tuned"]:
         assert row["num_pairs"] == 20 and row["variant"] == "facexzoo"
+    # the untouched release's rows are stored beside the run folder, keyed by everything they depend on
+    (cache,) = tmp_path.glob("run_untouched_*.json")
+    assert list(json.loads(cache.read_text()).values()) == payload["rows_untouched"]
