@@ -9,7 +9,8 @@
    evaluated on the four sets (``PairVerification``, ``--variant``, default facexzoo: cosine, no flip, 10 folds);
 3. it is fine-tuned with the Trainer from ``configs/gfro/celeba_finetune_mobilefacenet.yaml`` (GFROTraining, the
    same release as the frozen teacher; ``data.train.root`` set from ``--shared``; ``--set a.b=c`` overrides more);
-4. the exported fine-tuned backbone is evaluated on the same sets; a before/after table is printed and written.
+4. the exported fine-tuned backbone is evaluated on the same sets; a before/after table is printed and written,
+   with a bar chart (``<work-dir>/before_after.png``).
 Bar (GFRO.md §6): mean occluded accuracy +3 points or more, clean LFW down at most 0.5 (judged on all 6,000 pairs
 only). ``--pairs N`` scores the first N/20 positives and negatives of each fold (quick runs); ``--max-steps`` caps
 training (smoke runs).
@@ -32,6 +33,7 @@ import torch
 from benchmarks.lfw_released_models import ensure_aligned_lfw, machine, subset_pairs_file
 from test_protocol.data_conf import data_roots
 from test_protocol.evaluate import build_protocols, run_protocols
+from test_protocol.report import plot_accuracy_bars
 from utils.checkpoint import atomic_write_text
 
 MODEL = "foamliu_mobilefacenet_ms1m"
@@ -166,7 +168,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="alignment / occlusion processes")
     parser.add_argument("--no-cache", action="store_true",
                         help="evaluate the untouched release again even if an identical evaluation (same model, "
-                             "pairs, images, variant, torch) is stored beside --work-dir")
+                             "pairs, images, variant, torch) is stored in the folder of --work-dir")
     return parser.parse_args(argv)
 
 
@@ -192,8 +194,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prepare_seconds = time.perf_counter() - start
         roots = {"LFW": aligned, **{name: occluded_root / kind / "images" for name, kind in OCCLUDED_SETS.items()}}
         configs = protocol_configs(roots, pairs_file, args.variant)
-        cache = args.work_dir.parent / f"{args.work_dir.name}_untouched_" \
-            f"{untouched_cache_key(pairs_file, aligned, manifests, args.variant, args.batch_size)}.json"
+        cache = args.work_dir.parent / \
+            f"untouched_{MODEL}_{untouched_cache_key(pairs_file, aligned, manifests, args.variant, args.batch_size)}.json"
         if cache.is_file() and not args.no_cache:
             print(f"untouched {MODEL}: reusing the rows of an identical evaluation in {cache}", flush=True)
             before = json.loads(cache.read_text(encoding="utf-8"))
@@ -212,10 +214,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     table = comparison(before, after)
     num_pairs = before["LFW"]["num_pairs"]
+    figure = plot_accuracy_bars([{**row, "model": label} for label, rows in (("untouched release", before),
+                                                                            ("GFRO fine-tuned", after))
+                                 for row in rows.values()], args.work_dir / "before_after.png", group_key="model",
+                                title=f"{MODEL} on LFW and occluded LFW ({num_pairs} pairs, {args.variant})",
+                                ylim=(50, 100))
     print(f"\nGFRO fine-tuning of {MODEL} on {training['images']} CelebA faces ({training['classes']} ids), "
           f"{training['steps']} steps in {training['train_seconds']:.0f} s; {num_pairs} pairs, variant "
           f"{args.variant}, occluded side {args.side}")
     print(format_comparison(table, before, after))
+    print(f"figure: {figure}")
     verdict = None
     if args.pairs == 6000:
         met = (table["occluded mean"]["delta"] >= BAR_OCCLUDED_GAIN and table["LFW"]["delta"] >= -BAR_CLEAN_DROP)

@@ -43,23 +43,26 @@ def plot_roc_curves(curves: Mapping[Tuple[str, str], Curve], path: Path) -> List
     return written
 
 
-def plot_accuracy_bars(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
-    """Bars per set, one per variant: 10-fold accuracy (MeGlass: Rank-1), with the spread as error bar."""
+def plot_accuracy_bars(rows: Sequence[Mapping[str, Any]], out: Path, group_key: str = "variant",
+                       title: str = "", ylim: Tuple[float, float] = (0, 100)) -> Path:
+    """Bars per set, one per ``group_key`` value (the variant; or a model / ablation row): 10-fold accuracy
+    (MeGlass: Rank-1), with the spread as error bar and the value written on top."""
     from matplotlib.figure import Figure
 
     scored = [row for row in rows if "status" not in row]
     sets = list(dict.fromkeys(row["set"] for row in scored))
-    variants = list(dict.fromkeys(row["variant"] for row in scored))
-    width = 0.8 / max(len(variants), 1)
-    figure = Figure(figsize=(max(6, 1.2 * len(sets)), 4))
+    groups = list(dict.fromkeys(row[group_key] for row in scored))
+    width = 0.8 / max(len(groups), 1)
+    figure = Figure(figsize=(max(6, 1.2 * len(sets) * max(1, len(groups) / 2)), 4))
     axes = figure.add_subplot()
-    for offset, variant in enumerate(variants):
-        values = {row["set"]: row for row in scored if row["variant"] == variant}
+    for offset, group in enumerate(groups):
+        values = {row["set"]: row for row in scored if row[group_key] == group}
         heights = [values[s].get("accuracy", values[s].get("rank1", np.nan)) if s in values else np.nan for s in sets]
         errors = [values[s].get("spread", 0.0) if s in values else 0.0 for s in sets]
-        axes.bar(np.arange(len(sets)) + offset * width, heights, width, yerr=errors, label=variant, capsize=3)
-    axes.set_xticks(np.arange(len(sets)) + width * (len(variants) - 1) / 2, sets, rotation=30, ha="right")
-    axes.set(ylabel="accuracy % (MeGlass: rank-1 %)", ylim=(0, 100))
+        bars = axes.bar(np.arange(len(sets)) + offset * width, heights, width, yerr=errors, label=group, capsize=3)
+        axes.bar_label(bars, fmt="%.1f", fontsize=6, padding=2)
+    axes.set_xticks(np.arange(len(sets)) + width * (len(groups) - 1) / 2, sets, rotation=30, ha="right")
+    axes.set(ylabel="accuracy % (MeGlass: rank-1 %)", ylim=ylim, title=title)
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(out, dpi=120)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmarks.gfro_ablation import (BUDGETS, CLEAN_SET, OCCLUDED_SETS, ROWS, format_ablation_table, main,
-                                      row_config, run_ablation)
+                                      row_config, run_ablation, write_ablation_figure)
 from data_processor.synthetic_faces import build_synthetic_faces
 
 TINY_SET = dict(num_train_identities=6, images_per_train_identity=4, num_test_identities=20,
@@ -63,6 +63,7 @@ def test_tiny_ablation_gives_four_finite_rows(tmp_path, monkeypatch, one_torch_t
     table = format_ablation_table(results).splitlines()
     assert len(table) == 2 + 4 and all(name in table[0] for name in OCCLUDED_SETS)
     assert set(report["bar"]) == {"occluded_gain", "clean_change", "met"}
+    assert write_ablation_figure(report, tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_unknown_override_names_the_key(tmp_path):

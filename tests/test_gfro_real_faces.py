@@ -42,10 +42,11 @@ def test_smoke_two_steps_twenty_pairs(shared, aligned_lfw_subset, tmp_path, monk
     assert payload["pairs"] == 20 and payload["bar"] is None
     assert payload["training"]["steps"] == 2 and payload["training"]["classes"] == 298
     assert (tmp_path / "run" / "export" / "model_meta.json").is_file()
+    assert (tmp_path / "run" / "before_after.png").read_bytes()[:4] == b"\x89PNG"
     assert set(payload["comparison"]) == {"LFW", "LFW-MASK", "LFW-SUNGLASSES", "LFW-CROP", "occluded mean"}
     assert payload["comparison"]["LFW"]["untouched"] >= 80.0  # the release is a ~99 % model; 20 pairs are easy
     for row in payload["rows_untouched"] + payload["rows_fine_tuned"]:
         assert row["num_pairs"] == 20 and row["variant"] == "facexzoo"
     # the untouched release's rows are stored beside the run folder, keyed by everything they depend on
-    (cache,) = tmp_path.glob("run_untouched_*.json")
+    (cache,) = tmp_path.glob("untouched_foamliu_mobilefacenet_ms1m_*.json")
     assert list(json.loads(cache.read_text()).values()) == payload["rows_untouched"]
