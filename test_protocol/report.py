@@ -53,7 +53,7 @@ def plot_accuracy_bars(rows: Sequence[Mapping[str, Any]], out: Path, group_key: 
     sets = list(dict.fromkeys(row["set"] for row in scored))
     groups = list(dict.fromkeys(row[group_key] for row in scored))
     width = 0.8 / max(len(groups), 1)
-    figure = Figure(figsize=(max(6, 1.2 * len(sets) * max(1, len(groups) / 2)), 4))
+    figure = Figure(figsize=(max(6, 0.6 * len(sets) * (len(groups) + 1)), 4))
     axes = figure.add_subplot()
     for offset, group in enumerate(groups):
         values = {row["set"]: row for row in scored if row[group_key] == group}
@@ -62,7 +62,9 @@ def plot_accuracy_bars(rows: Sequence[Mapping[str, Any]], out: Path, group_key: 
         bars = axes.bar(np.arange(len(sets)) + offset * width, heights, width, yerr=errors, label=group, capsize=3)
         axes.bar_label(bars, fmt="%.1f", fontsize=6, padding=2)
     axes.set_xticks(np.arange(len(sets)) + width * (len(groups) - 1) / 2, sets, rotation=30, ha="right")
-    axes.set(ylabel="accuracy % (MeGlass: rank-1 %)", ylim=ylim, title=title)
+    rank1 = any("accuracy" not in row and "rank1" in row for row in scored)
+    axes.set(ylabel="accuracy %" + (" (MeGlass: rank-1 %)" if rank1 else ""), ylim=(ylim[0], ylim[1] + 3),
+             title=title)
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(out, dpi=120)
