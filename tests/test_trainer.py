@@ -133,3 +133,19 @@ def test_freeze_bn_stats_keeps_running_statistics(random_faces, tmp_path):
             assert not torch.equal(first_conv, next(p for p in trainer.module.backbone.parameters() if p.dim() == 4))
         finally:
             trainer.close()
+
+
+def test_freeze_bn_stats_of_one_submodule_only(random_faces, tmp_path):
+    """``freeze_bn_stats: backbone.neck`` keeps that part's statistics; the trunk's BatchNorms keep learning."""
+    trainer = Trainer(tiny_config(random_faces, freeze_bn_stats="backbone.neck", max_steps=2), tmp_path / "run")
+    try:
+        neck = [m for m in trainer.module.backbone.neck.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        stem = trainer.module.backbone.stem.bn
+        before = [m.running_mean.clone() for m in neck], stem.running_mean.clone()
+        trainer.fit()
+        assert neck and all(torch.equal(m.running_mean, b) for m, b in zip(neck, before[0]))
+        assert not torch.equal(stem.running_mean, before[1])
+    finally:
+        trainer.close()
+    with pytest.raises(ValueError, match="freeze_bn_stats: MobileFaceNet has no sub-module 'trunk'"):
+        Trainer(tiny_config(random_faces, freeze_bn_stats="backbone.trunk", max_steps=1), tmp_path / "bad")

@@ -102,7 +102,7 @@ class Trainer:
                                            head=head, preprocess_spec=self.spec, teacher=teacher).to(self.device)
         if runtime.get("init_weights"):
             self._init_weights(runtime["init_weights"])
-        self.freeze_bn_stats = bool(runtime.get("freeze_bn_stats", False))
+        self.frozen_bn = self._frozen_batchnorms(runtime.get("freeze_bn_stats", False))
         init_head = runtime.get("init_head", "random")
         if init_head not in ("random", "class_means"):
             raise ValueError(f"runtime.init_head must be random or class_means, got {init_head!r}")
@@ -154,6 +154,25 @@ class Trainer:
                     amp, self.channels_last,
                     sum(p.numel() for m in trainable for p in m.parameters() if p.requires_grad) / 1e6)
 
+    def _submodule(self, path: str, key: str) -> nn.Module:
+        """``self.module``'s sub-module at dotted ``path`` (e.g. ``backbone.trunk``); ``key`` names the config key."""
+        target: nn.Module = self.module
+        for name in path.split("."):
+            if not hasattr(target, name):
+                raise ValueError(f"{key}: {type(target).__name__} has no sub-module '{name}' (path {path!r})")
+            target = getattr(target, name)
+        return target
+
+    def _frozen_batchnorms(self, setting: Any) -> List[nn.Module]:
+        """``runtime.freeze_bn_stats``: ``false``, ``true`` (every BatchNorm of the model) or a sub-module path such as
+        ``backbone.trunk`` (only the pretrained part's; new layers, e.g. GFRO's branches, keep learning theirs)."""
+        if setting is False or setting is None:
+            return []
+        if setting is not True and not isinstance(setting, str):
+            raise ValueError(f"runtime.freeze_bn_stats must be true, false or a sub-module path, got {setting!r}")
+        root = self.module if setting is True else self._submodule(setting, "runtime.freeze_bn_stats")
+        return [m for m in root.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
     def _init_weights(self, cfg: Dict[str, Any]) -> None:
         """``runtime.init_weights: {weights: PATH | released name | export dir, module: backbone[.trunk]}``:
         start from pretrained weights (strictly loaded into that sub-module; a resume overrides them)."""
@@ -162,11 +181,7 @@ class Trainer:
         unknown = set(cfg) - {"weights", "module"}
         if unknown or "weights" not in cfg:
             raise ValueError(f"runtime.init_weights: expected keys 'weights' and optional 'module', got {sorted(cfg)}")
-        target: nn.Module = self.module
-        for name in str(cfg.get("module", "backbone")).split("."):
-            if not hasattr(target, name):
-                raise ValueError(f"runtime.init_weights.module: {type(target).__name__} has no sub-module '{name}'")
-            target = getattr(target, name)
+        target = self._submodule(str(cfg.get("module", "backbone")), "runtime.init_weights.module")
         loaded = load_teacher_model(str(cfg["weights"]), None)
         if loaded is None:
             raise FileNotFoundError(f"runtime.init_weights.weights: {cfg['weights']} not found")
@@ -209,13 +224,11 @@ class Trainer:
                     self.num_class, int(counts.sum()))
 
     def _set_train_mode(self) -> None:
-        """Train mode, except BatchNorm layers when ``runtime.freeze_bn_stats`` (they keep their running
+        """Train mode, except the BatchNorm layers ``runtime.freeze_bn_stats`` names (they keep their running
         statistics; their affine parameters still learn)."""
         self.train_module.train()
-        if self.freeze_bn_stats:
-            for module in self.module.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+        for module in self.frozen_bn:
+            module.eval()
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> Dict[str, Any]:
