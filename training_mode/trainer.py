@@ -306,8 +306,10 @@ class Trainer:
         self.scaler.scale(loss).backward()
         if self.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
-                                           float(self.grad_clip))
+            grad_norm = torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
+                                                       float(self.grad_clip))
+            out["stats"] = {**out.get("stats", {}), "grad_norm": grad_norm.detach(),  # before clipping
+                            "grad_clipped": (grad_norm > float(self.grad_clip)).float()}
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -323,7 +325,7 @@ class Trainer:
         start_step = self.global_step
         stop = False
         while self.epoch < self.epochs and not stop:
-            window = {"loss": 0.0, "n": 0, "data": 0.0, "total": 0.0, "images": 0}
+            window = new_window()
             terms_sum: Dict[str, float] = {}
             tic = time.perf_counter()
             for batch in self._loader():
@@ -339,12 +341,15 @@ class Trainer:
                 window["images"] += self.batch_size * self.dist.world_size
                 for name, value in out["terms"].items():
                     terms_sum[name] = terms_sum.get(name, 0.0) + float(value)
+                if "grad_norm" in out["stats"]:
+                    window["grad_norm"] += float(out["stats"]["grad_norm"])
+                    window["clipped"] += float(out["stats"]["grad_clipped"])
                 window["total"] += time.perf_counter() - tic
                 if self.dist.is_main:
                     self._log_scalars(out, loss_value)
                 if self.global_step % self.log_interval == 0 or self.step_in_epoch == self.steps_per_epoch:
                     self._log_line(window, terms_sum, start_time, start_step, total_steps)
-                    window = {"loss": 0.0, "n": 0, "data": 0.0, "total": 0.0, "images": 0}
+                    window = new_window()
                     terms_sum = {}
                 if self.checkpoint_interval and self.global_step % self.checkpoint_interval == 0:
                     self.save_checkpoint(f"step_{self.global_step:07d}.pt")
@@ -386,9 +391,11 @@ class Trainer:
         terms = " ".join(f"{k} {v / n:.4f}" for k, v in terms_sum.items())
         img_per_s = window["images"] / max(window["total"], 1e-9)
         data_share = 100.0 * window["data"] / max(window["total"], 1e-9)
-        logger.info("epoch %d/%d step %d/%d | loss %.4f (%s) | lr %.5f | %.1f img/s | data %.0f%% | eta %s",
+        clip = (f" | grad norm {window['grad_norm'] / n:.2f} (clipped {100.0 * window['clipped'] / n:.0f}%)"
+                if self.grad_clip else "")
+        logger.info("epoch %d/%d step %d/%d | loss %.4f (%s) | lr %.5f%s | %.1f img/s | data %.0f%% | eta %s",
                     self.epoch + 1, self.epochs, self.step_in_epoch, self.steps_per_epoch, window["loss"] / n, terms,
-                    self.optimizer.param_groups[0]["lr"], img_per_s, data_share, format_seconds(eta))
+                    self.optimizer.param_groups[0]["lr"], clip, img_per_s, data_share, format_seconds(eta))
         if self.writer is not None:
             self.writer.add_scalar("speed/img_per_s", img_per_s, self.global_step)
             self.writer.add_scalar("speed/data_wait_percent", data_share, self.global_step)
@@ -426,6 +433,11 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
         cleanup(self.dist)
+
+
+def new_window() -> Dict[str, float]:
+    """Accumulators of one log interval."""
+    return {"loss": 0.0, "n": 0, "data": 0.0, "total": 0.0, "images": 0, "grad_norm": 0.0, "clipped": 0.0}
 
 
 def format_seconds(seconds: float) -> str:
