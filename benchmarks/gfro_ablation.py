@@ -71,7 +71,7 @@ ROWS = (
 # aligned images are resized by the preprocess spec, at training and at test time alike); "small" is sized for a
 # shared 2-core CPU (a few minutes per row), "full" is the presets' own resolution and trunk.
 BUDGETS: Dict[str, Dict[str, Any]] = {
-    "small": {"batch_size": 32, "epochs": 4, "max_steps": None, "lr": 0.1, "warmup_epochs": 0.2, "width": 0.25,
+    "small": {"batch_size": 32, "epochs": 8, "max_steps": None, "lr": 0.1, "warmup_epochs": 0.2, "width": 0.25,
               "input_size": [64, 64]},
     "full": {"batch_size": 32, "epochs": 8, "max_steps": None, "lr": 0.1, "warmup_epochs": 0.5, "width": 1.0,
              "input_size": [112, 112]},

@@ -63,8 +63,8 @@ def plot_accuracy_bars(rows: Sequence[Mapping[str, Any]], out: Path, group_key: 
         axes.bar_label(bars, fmt="%.1f", fontsize=6, padding=2)
     axes.set_xticks(np.arange(len(sets)) + width * (len(groups) - 1) / 2, sets, rotation=30, ha="right")
     rank1 = any("accuracy" not in row and "rank1" in row for row in scored)
-    axes.set(ylabel="accuracy %" + (" (MeGlass: rank-1 %)" if rank1 else ""), ylim=(ylim[0], ylim[1] + 3),
-             title=title)
+    axes.set(ylabel="accuracy %" + (" (MeGlass: rank-1 %)" if rank1 else ""), ylim=(ylim[0], ylim[1] + 3))
+    axes.set_title(title, fontsize=9)
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(out, dpi=120)
