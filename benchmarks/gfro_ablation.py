@@ -69,7 +69,7 @@ ROWS = (
 # One budget = the keys every row shares. Steps = epochs × (4000 images / batch) on the default embedded set;
 # max_steps (optional) stops earlier without changing the schedule. input_size: the network input (the 112×112
 # aligned images are resized by the preprocess spec, at training and at test time alike); "small" is sized for a
-# shared 2-core CPU (a few minutes per row), "full" is the presets' own resolution and trunk.
+# 2-core CPU (6-13 minutes per row with one thread), "full" is the presets' own resolution and trunk.
 BUDGETS: Dict[str, Dict[str, Any]] = {
     "small": {"batch_size": 32, "epochs": 8, "max_steps": None, "lr": 0.1, "warmup_epochs": 0.2, "width": 0.25,
               "input_size": [64, 64]},
