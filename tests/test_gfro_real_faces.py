@@ -35,7 +35,9 @@ def test_smoke_two_steps_twenty_pairs(shared, aligned_lfw_subset, tmp_path, monk
 
     out = tmp_path / "out.json"
     code = main(["--shared", str(shared_root), "--pairs", "20", "--max-steps", "2", "--set", "data.batch_size=8",
-                 "--set", "data.num_workers=0", "--set", "runtime.init_head=random",  # imprinting: test_trainer.py "--work-dir", str(tmp_path / "run"), "--occluded-root", str(occluded),
+                 "--set", "data.num_workers=0",
+                 "--set", "runtime.init_head=random",  # imprinting is covered by test_trainer.py
+                 "--work-dir", str(tmp_path / "run"), "--occluded-root", str(occluded),
                  "--aligned", str(aligned), "--batch-size", "64", "--json", str(out)])
     assert code == 0  # the bar is only judged on all 6,000 pairs
     payload = json.loads(out.read_text())
