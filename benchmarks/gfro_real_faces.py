@@ -194,8 +194,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prepare_seconds = time.perf_counter() - start
         roots = {"LFW": aligned, **{name: occluded_root / kind / "images" for name, kind in OCCLUDED_SETS.items()}}
         configs = protocol_configs(roots, pairs_file, args.variant)
-        cache = args.work_dir.parent / \
-            f"untouched_{MODEL}_{untouched_cache_key(pairs_file, aligned, manifests, args.variant, args.batch_size)}.json"
+        digest = untouched_cache_key(pairs_file, aligned, manifests, args.variant, args.batch_size)
+        cache = args.work_dir.parent / f"untouched_{MODEL}_{digest}.json"
         if cache.is_file() and not args.no_cache:
             print(f"untouched {MODEL}: reusing the rows of an identical evaluation in {cache}", flush=True)
             before = json.loads(cache.read_text(encoding="utf-8"))

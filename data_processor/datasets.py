@@ -98,7 +98,8 @@ def read_train_list(list_file: str | Path) -> List[Tuple[str, int]]:
 class ImageListDataset(FaceDataset):
     """FaceX-Zoo train list: ``root`` + ``list_file`` of ``relative/path label`` lines."""
 
-    def __init__(self, root: str, list_file: str, landmarks_file: Optional[str] = None, check_files: bool = True) -> None:
+    def __init__(self, root: str, list_file: str, landmarks_file: Optional[str] = None,
+                 check_files: bool = True) -> None:
         items = read_train_list(list_file)
         super().__init__(root, items, landmarks_file, source=str(list_file))
         if check_files:

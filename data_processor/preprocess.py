@@ -6,7 +6,7 @@ the SDK and the teacher alike.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Dict, Mapping, Sequence, Tuple
 
 import torch

@@ -214,7 +214,8 @@ def register_dataset_modules() -> None:
 def build_train_dataset(data_cfg: Mapping[str, Any]) -> Dataset:
     """``data.train`` built through DATASETS, wrapped in OcclusionTrainDataset when ``data.occlusion`` is set."""
     if "train" not in data_cfg:
-        raise ConfigError("data: missing the 'train' section (e.g. {type: ImageListDataset, root: ..., list_file: ...})")
+        raise ConfigError("data: missing the 'train' section "
+                          "(e.g. {type: ImageListDataset, root: ..., list_file: ...})")
     register_dataset_modules()
     dataset = DATASETS.build(data_cfg["train"], where="data.train")
     occlusion = data_cfg.get("occlusion")

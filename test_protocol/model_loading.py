@@ -37,7 +37,7 @@ def load_export(export_dir: str | Path) -> LoadedModel:
 
 
 def load_onnx_export(path: str | Path) -> LoadedModel:
-    """``model.onnx`` (or a folder holding it) + the ``model_meta.json`` beside it → onnxruntime model + preprocessing."""
+    """``model.onnx`` (or a folder holding it) + its ``model_meta.json`` → onnxruntime model + preprocessing."""
     from face_sdk.model_meta import read_model_meta
     from utils.export_onnx import OnnxEmbeddingModel
 

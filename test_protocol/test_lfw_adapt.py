@@ -4,8 +4,8 @@
         [--variant facexzoo|insightface|both] [--json out.json] [--report DIR] [--device cpu]
 
 ``--onnx`` scores an export's ``model.onnx`` with onnxruntime (same preprocessing, from its ``model_meta.json``).
-Without ``--checkpoint``/``--export``/``--onnx`` the newest run under ``work_dirs/`` is used (its ``export/`` folder when
-present, else ``checkpoints/last.pt``): the last checkpoint, never one picked on a test set. Embedded synthetic
+Without ``--checkpoint``/``--export``/``--onnx`` the newest run under ``work_dirs/`` is used (its ``export/`` folder
+when present, else ``checkpoints/last.pt``): the last checkpoint, never one picked on a test set. Embedded synthetic
 sets are built on first use; other missing sets give a "not available" row; a missing image is an error.
 """
 from __future__ import annotations

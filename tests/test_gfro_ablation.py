@@ -1,7 +1,6 @@
 """benchmarks/gfro_ablation.py machinery: the four rows share the budget, and a tiny run gives a 4-row table."""
 from __future__ import annotations
 
-import json
 import math
 
 import pytest

@@ -46,7 +46,8 @@ def test_presets_cover_the_brief():
     names = {p.stem for p in PRESETS}
     assert {"embedded_cpu", "casia_elasticface_iresnet", "casia_elasticface_mobilefacenet"} <= names
     iresnet = load_config(REPO / "configs" / "gfro" / "casia_elasticface_iresnet.yaml")
-    assert iresnet["backbone"]["trunk"]["type"] == "IResNet50" and iresnet["teacher"]["backbone"]["type"] == "IResNet100"
+    assert iresnet["backbone"]["trunk"]["type"] == "IResNet50"
+    assert iresnet["teacher"]["backbone"]["type"] == "IResNet100"
     assert iresnet["schedule"]["milestones"] == [10, 13, 16] and iresnet["runtime"]["amp"] == "bf16"
 
 

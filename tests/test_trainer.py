@@ -139,7 +139,8 @@ def test_freeze_bn_stats_of_one_submodule_only(random_faces, tmp_path):
     """``freeze_bn_stats: backbone.neck`` keeps that part's statistics; the trunk's BatchNorms keep learning."""
     trainer = Trainer(tiny_config(random_faces, freeze_bn_stats="backbone.neck", max_steps=2), tmp_path / "run")
     try:
-        neck = [m for m in trainer.module.backbone.neck.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        neck = [m for m in trainer.module.backbone.neck.modules()
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         stem = trainer.module.backbone.stem.bn
         before = [m.running_mean.clone() for m in neck], stem.running_mean.clone()
         trainer.fit()

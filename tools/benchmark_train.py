@@ -100,8 +100,9 @@ def measure(method: str, backbone_name: str, precision: str, channels_last: bool
     seconds = time.perf_counter() - start
     forwarded = 1 if method == "arcface" else 2
     return {"method": method, "backbone": backbone_name, "precision": precision, "channels_last": channels_last,
-            "compile": compile_model, "batch_size": batch_size, "img_per_s": round(batch_size * steps / seconds, 1),
-            "forward_img_per_s": round(forwarded * batch_size * steps / seconds, 1),
+            "compile": compile_model, "batch_size": batch_size, "step_s": round(seconds / steps, 6),
+            "img_per_s": round(batch_size * steps / seconds, 2),
+            "forward_img_per_s": round(forwarded * batch_size * steps / seconds, 2),
             "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2 ** 30, 2) if device.type == "cuda" else None}
 
 

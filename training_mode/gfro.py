@@ -145,7 +145,8 @@ class GFROTraining(TrainingMode):
             stats.update(self.gate_stats(gates, types, branch_names))
         return stats
 
-    def gate_stats(self, gates: torch.Tensor, types: torch.Tensor, branch_names: Sequence[str]) -> Dict[str, torch.Tensor]:
+    def gate_stats(self, gates: torch.Tensor, types: torch.Tensor,
+                   branch_names: Sequence[str]) -> Dict[str, torch.Tensor]:
         """Mean integrate-gate weight per occlusion type present in the batch and branch: ``gate/<type>/<branch>``."""
         if self._type_names is None:
             self._type_names = occlusion_type_names()

@@ -300,8 +300,9 @@ class Trainer:
         loss = out["loss"]
         if not torch.isfinite(loss):
             path = self.save_checkpoint(f"nan_step_{self.global_step:07d}.pt")
+            terms = {k: float(v) for k, v in out["terms"].items()}
             raise FloatingPointError(f"non-finite loss {loss.item()} at global step {self.global_step} "
-                                     f"(terms {({k: float(v) for k, v in out['terms'].items()})}); state saved to {path}")
+                                     f"(terms {terms}); state saved to {path}")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.grad_clip:

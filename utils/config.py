@@ -56,7 +56,8 @@ def load_config(path: str | Path, overrides: Optional[Iterable[str]] = None) -> 
         cfg = merge(base, cfg)
     unknown = sorted(set(cfg) - set(TOP_LEVEL_SECTIONS))
     if unknown:
-        raise ConfigError(f"{path}: unknown top-level section(s) {unknown}; expected a subset of {list(TOP_LEVEL_SECTIONS)}")
+        raise ConfigError(f"{path}: unknown top-level section(s) {unknown}; "
+                          f"expected a subset of {list(TOP_LEVEL_SECTIONS)}")
     for override in overrides or ():
         apply_override(cfg, override)
     return cfg
@@ -80,7 +81,8 @@ def apply_override(cfg: Dict[str, Any], override: str) -> None:
             raise ConfigError(f"override '{override}': '{'.'.join(parts[:depth])}' is not a section")
         if part not in node:
             if not allow_new:
-                raise ConfigError(f"override '{override}': unknown key '{'.'.join(parts[:depth + 1])}' (use +{key}=... to add it)")
+                raise ConfigError(f"override '{override}': unknown key '{'.'.join(parts[:depth + 1])}' "
+                                  f"(use +{key}=... to add it)")
             node[part] = {}
         node = node[part]
     if not isinstance(node, dict):

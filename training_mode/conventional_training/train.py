@@ -29,7 +29,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    work_dir = Path(args.work_dir or cfg.get("runtime", {}).get("work_dir") or Path("work_dirs") / Path(args.config).stem)
+    work_dir = Path(args.work_dir or cfg.get("runtime", {}).get("work_dir")
+                    or Path("work_dirs") / Path(args.config).stem)
     setup_logging(work_dir / "train.log")
     trainer = Trainer(cfg, work_dir, resume=args.resume)
     setup_logging(work_dir / "train.log", is_main=trainer.dist.is_main)
