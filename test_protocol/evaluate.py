@@ -74,6 +74,7 @@ TABLE_COLUMNS = (
     ("set", "set", "{}"), ("variant", "variant", "{}"), ("flip", "flip", "{}"), ("rule", "threshold_rule", "{}"),
     ("acc %", "accuracy", "{:.2f}"), ("±", "spread", "{:.2f}"), ("spread", "spread_kind", "{}"),
     ("AUC", "auc", "{:.4f}"), ("TAR@1e-3", "tar@far=1e-3", "{:.2f}"), ("TAR@1e-4", "tar@far=1e-4", "{:.2f}"),
+    ("min FAR", "far_floor", "{:.1e}"),
     ("rank-1", "rank1", "{:.2f}"), ("pairs", "num_pairs", "{}"), ("pairs sha256", "pairs_sha256", "{}"),
     ("checkpoint", "checkpoint", "{}"),
 )

@@ -51,10 +51,18 @@ def check_images_exist(name: str, root: Path, relative_paths: Sequence[str], sou
                                 f"missing under {root}; first: {shown}{more}")
 
 
-def tar_columns(similarity: np.ndarray, issame: np.ndarray) -> Dict[str, float]:
-    """``{"tar@far=1e-3": %, "tar@far=1e-4": %}``."""
-    return {f"tar@far={far:.0e}".replace("e-0", "e-"): 100.0 * tar
-            for far, tar in tar_at_far(similarity, issame, TAR_FARS).items()}
+def tar_columns(similarity: np.ndarray, issame: np.ndarray) -> Dict[str, Optional[float]]:
+    """``{"tar@far=1e-3": %, "tar@far=1e-4": %, "far_floor": 1/negatives}``.
+
+    A FAR the pairs cannot resolve (fewer than one false accept allowed: FAR · negatives < 1, e.g. 1e-4 on LFW's
+    3,000 negative pairs) is None — shown as '-' — rather than the TAR at zero false accepts passed off as that FAR.
+    """
+    negatives = int(np.count_nonzero(~np.asarray(issame, dtype=bool)))
+    columns: Dict[str, Optional[float]] = {
+        f"tar@far={far:.0e}".replace("e-0", "e-"): 100.0 * tar if far * negatives >= 1.0 - 1e-9 else None
+        for far, tar in tar_at_far(similarity, issame, TAR_FARS).items()}
+    columns["far_floor"] = 1.0 / negatives
+    return columns
 
 
 class EmbeddingProtocol:

@@ -6,6 +6,7 @@ import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.model_selection import KFold
 
+from test_protocol.protocol_base import tar_columns
 from test_protocol.verification_metrics import (INSIGHTFACE_THRESHOLDS, auc, fold_splits, kfold_facexzoo,
                                                 kfold_insightface, roc, spread, tar_at_far, youden_threshold)
 
@@ -129,3 +130,14 @@ def test_tar_at_far_on_a_constructed_roc():
     # FAR 1e-3 allows 10 false accepts (negatives 9990..9999): positives >= 9989.5 pass, i.e. 6 of 100;
     # FAR 1e-4 allows one (9999): only 9999.5 passes; 1e-5 allows none: still 9999.5.
     assert tar_at_far(scores, issame, [1e-3, 1e-4, 1e-5]) == {1e-3: 0.06, 1e-4: 0.01, 1e-5: 0.01}
+    assert tar_columns(scores, issame) == {"tar@far=1e-3": 6.0, "tar@far=1e-4": 1.0, "far_floor": 1e-4}
+
+
+def test_reported_tar_skips_a_far_the_negatives_cannot_resolve():
+    """LFW's 3,000 negatives resolve FAR 1e-3 (3 false accepts) but not 1e-4 (a third of one)."""
+    rng = np.random.default_rng(0)
+    scores = np.r_[rng.normal(1.0, 0.3, 3000), rng.normal(0.0, 0.3, 3000)]
+    issame = np.r_[np.ones(3000, bool), np.zeros(3000, bool)]
+    columns = tar_columns(scores, issame)
+    assert columns["tar@far=1e-3"] == pytest.approx(100.0 * tar_at_far(scores, issame, [1e-3])[1e-3])
+    assert columns["tar@far=1e-4"] is None and columns["far_floor"] == pytest.approx(1 / 3000)

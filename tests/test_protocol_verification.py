@@ -72,7 +72,9 @@ def test_rows_name_variant_checksum_and_checkpoint(tmp_path):
     row = protocol.compute(checkpoint="run/last.pt")
     assert row["variant"] == "facexzoo" and row["flip"] == "none" and row["threshold_rule"] == "youden"
     assert row["accuracy"] == 100.0 and row["spread_kind"] == "sem" and row["auc"] == 1.0
-    assert row["tar@far=1e-3"] == 100.0 and row["num_pairs"] == 6 and row["num_folds"] == 3
+    assert row["num_pairs"] == 6 and row["num_folds"] == 3
+    # 3 negative pairs cannot resolve FAR 1e-3 or 1e-4: reported as None ('-'), with the floor 1/3
+    assert row["tar@far=1e-3"] is None and row["tar@far=1e-4"] is None and row["far_floor"] == pytest.approx(1 / 3)
     assert re.fullmatch(r"[0-9a-f]{12}", row["pairs_sha256"]) and row["checkpoint"] == "run/last.pt"
 
 
@@ -199,8 +201,8 @@ def test_meglass_tar_and_rank1_on_a_constructed_fixture(tmp_path):
     protocol.process(range(6), torch.cat([gallery, probe]))
     row = protocol.compute()
     assert row["rank1"] == pytest.approx(200 / 3) and row["num_pairs"] == 9 and row["variant"] == "meglass_official"
-    # genuine scores 0.995, 0.98, 0.29; the best impostor 0.96 (probe 3 vs gallery 2): FAR 0 keeps 2 of 3
-    assert row["tar@far=1e-4"] == pytest.approx(200 / 3)
+    # 6 impostor pairs cannot resolve FAR 1e-3 / 1e-4: no TAR is claimed there
+    assert row["tar@far=1e-3"] is None and row["tar@far=1e-4"] is None and row["far_floor"] == pytest.approx(1 / 6)
     with pytest.raises(FileNotFoundError, match=r"MEGLASS: 3 of 6 images named by gallery_black_glass.txt"):
         PROTOCOLS.build({"type": "MeGlassProtocol", "name": "MEGLASS", "root": str(tmp_path),
                          "lists_dir": str(lists), "gallery": "black_glass", "probe": "black_glass"})
