@@ -342,7 +342,7 @@ class Trainer:
                 window["images"] += self.batch_size * self.dist.world_size
                 for name, value in out["terms"].items():
                     terms_sum[name] = terms_sum.get(name, 0.0) + float(value)
-                if "grad_norm" in out["stats"]:
+                if "grad_norm" in out.get("stats", {}):
                     window["grad_norm"] += float(out["stats"]["grad_norm"])
                     window["clipped"] += float(out["stats"]["grad_clipped"])
                 window["total"] += time.perf_counter() - tic
