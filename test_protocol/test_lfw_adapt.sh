@@ -4,4 +4,5 @@
 #   bash test_protocol/test_lfw_adapt.sh --sets SYNTH,SYNTH-MASK --report work_dirs/report
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tools/use_env.sh
 exec python -m test_protocol.test_lfw_adapt --variant both "$@"

@@ -4,6 +4,7 @@
 #   NPROC=4 bash training_mode/conventional_training/train.sh configs/gfro/casia_elasticface_iresnet.yaml
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tools/use_env.sh
 CONFIG="${1:-configs/embedded_arcface.yaml}"
 [ $# -gt 0 ] && shift
 if [ "${NPROC:-1}" -gt 1 ]; then
