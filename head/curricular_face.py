@@ -1,21 +1,28 @@
 """CurricularFace (Huang et al. 2020): ArcFace target plus adaptive re-weighting of hard negatives."""
 from __future__ import annotations
 
-import math
 from typing import Dict
 
 import torch
 
 from head import HEADS
-from head.margin_base import MarginHead, additive_angular_target
+from head.margin_base import INSIGHTFACE_FALLBACK, MarginHead, additive_angular_target
 
 
 @HEADS.register()
 class CurricularFace(MarginHead):
-    """Target s·cos(θ_y + m) (fallback cos θ_y − m·sin m past π); a negative j with cos θ_j above the target is
-    re-weighted to cos θ_j·(t + cos θ_j), where the buffer t is an EMA (``momentum``) of the batch mean cos θ_y.
+    """Reference: HuangYG123/CurricularFace ``head/metrics.py`` ``CurricularFace`` (copied unchanged into
+    FaceX-Zoo ``head/CurricularFace.py``); defaults m 0.5, s 64, momentum 0.01.
 
-    t starts at 0 (hard negatives down-weighted early, emphasised as t grows) and is only updated in training mode.
+    With c_y = cos θ_y and c_m = cos(θ_y + m) (the raw value, no fallback):
+
+    - target: c_m where c_y > cos(π − m), else c_y − sin(π − m)·m (insightface fallback);
+    - t ← momentum·mean(c_y) + (1 − momentum)·t, updated *before* the re-weighting, which uses the new t;
+    - hard negatives are the j with cos θ_j > c_m (the raw c_m, as the reference's mask, not the fallback
+      target); they become cos θ_j·(t + cos θ_j); the other logits stay s·cos θ_j.
+
+    Departures: t is a scalar buffer (reference: shape [1]) updated only in training mode (the reference updates
+    it on every forward); the cosine is clamped to ±(1 − 1e-7) instead of ±1.
     """
 
     def __init__(self, feat_dim: int, num_class: int, margin: float = 0.5, scale: float = 64.0,
@@ -30,12 +37,12 @@ class CurricularFace(MarginHead):
     def logits_from_cosine(self, cosine: torch.Tensor, labels: torch.Tensor,
                            embeddings: torch.Tensor) -> Dict[str, torch.Tensor]:
         target_cos = self.target_cosine(cosine, labels)
-        insightface_fallback = self.margin * math.sin(self.margin)
-        target = additive_angular_target(target_cos, self.margin, insightface_fallback)
+        raw_shifted = additive_angular_target(target_cos, self.margin, margin_am=None)
+        target = additive_angular_target(target_cos, self.margin, INSIGHTFACE_FALLBACK)
         if self.training:
             with torch.no_grad():
-                self.t.mul_(1.0 - self.momentum).add_(self.momentum * target_cos.mean())
-        hard = cosine > target[:, None]
+                self.t.copy_(self.momentum * target_cos.mean() + (1.0 - self.momentum) * self.t)
+        hard = cosine > raw_shifted[:, None]
         t = self.t.to(cosine.dtype)
         logits = torch.where(hard, cosine * (t + cosine), cosine)
         return {"logits": self.scale * self.replace_target(logits, labels, target)}

@@ -2,8 +2,11 @@
 
 A margin head scores an embedding against one weight vector per class. Subclasses implement
 ``logits_from_cosine(cosine, labels, embeddings)``; this base normalises both sides, computes the cosine in fp32
-with autocast disabled (margins on bf16/fp16 cosines give NaN losses), clamps it away from ±1 so that
-√(1 − cos²) and acos have finite gradients, and checks the labels before anything is indexed with them.
+with autocast disabled (margins on bf16/fp16 cosines give NaN losses; fp64 inputs stay fp64), clamps it away from
+±1 so that √(1 − cos²) and acos have finite gradients, and checks the labels before anything is indexed with them.
+
+Each head's docstring names the reference implementation it follows (repository + file) and every deliberate
+departure; ``tests/test_heads_reference.py`` recomputes each reference formula independently.
 """
 from __future__ import annotations
 
@@ -37,21 +40,58 @@ def check_labels(labels: torch.Tensor, batch_size: int, num_class: int) -> None:
                              f"(labels must be in [0, {num_class - 1}])")
 
 
+INSIGHTFACE_FALLBACK = "insightface"
+
+
+def check_margin_am(margin_am: float | str | None, where: str) -> float | str | None:
+    """Validate a ``margin_am`` setting: a float, ``"insightface"`` or ``None`` (see ``additive_angular_target``)."""
+    if margin_am is None or margin_am == INSIGHTFACE_FALLBACK:
+        return margin_am
+    if isinstance(margin_am, bool) or not isinstance(margin_am, (int, float)):
+        raise ValueError(f"{where}: margin_am must be a number, '{INSIGHTFACE_FALLBACK}' or null, got {margin_am!r}")
+    return float(margin_am)
+
+
 def additive_angular_target(cosine: torch.Tensor, margin: torch.Tensor | float,
-                            margin_am: float = 0.0, easy_margin: bool = False) -> torch.Tensor:
+                            margin_am: float | str | None = 0.0, easy_margin: bool = False) -> torch.Tensor:
     """cos(θ + m) computed as cos θ·cos m − sin θ·sin m (so m = 0 gives back cos θ exactly).
 
-    When θ + m would pass π, cos(θ + m) stops decreasing in θ; there the target falls back to cos θ − margin_am
-    (FaceX-Zoo; insightface uses margin_am = m·sin m). ``easy_margin`` instead keeps cos θ wherever cos θ ≤ 0.
-    ``margin`` may be a float or a tensor broadcastable to ``cosine`` (per-sample margins).
+    When θ + m would pass π (cos θ ≤ th = cos(π − m)), cos(θ + m) stops decreasing in θ; there the target falls
+    back to cos θ − mm, with mm chosen by ``margin_am``:
+
+    - a number: mm = margin_am (FaceX-Zoo ``head/ArcFace.py`` and ``head/MagFace.py``; 0 means no penalty there);
+    - ``"insightface"``: mm = sin(π − m)·m (insightface arcface_torch ``losses.ArcFace``, CurricularFace,
+      the official MagFace ``MagLinear``), computed per sample when ``margin`` is a tensor;
+    - ``None``: no fallback, cos(θ + m) everywhere (ElasticFace ``utils/losses.ElasticArcFace``).
+
+    ``easy_margin`` instead keeps cos θ wherever cos θ ≤ 0 (and ignores ``margin_am``).
+    ``margin`` may be a float (thresholds computed with ``math`` in float64, as the references do) or a tensor
+    broadcastable to ``cosine`` (per-sample margins; thresholds computed with torch, as MagFace does).
     """
-    margin_t = torch.as_tensor(margin, dtype=cosine.dtype, device=cosine.device)
+    if isinstance(margin, torch.Tensor):
+        margin_t = margin.to(cosine.dtype)
+        cos_m, sin_m = torch.cos(margin_t), torch.sin(margin_t)
+        threshold = torch.cos(math.pi - margin_t)
+        insightface_mm = torch.sin(math.pi - margin_t) * margin_t
+    else:
+        margin_f = float(margin)
+        cos_m, sin_m = math.cos(margin_f), math.sin(margin_f)
+        threshold = math.cos(math.pi - margin_f)
+        insightface_mm = math.sin(math.pi - margin_f) * margin_f
     sine = torch.sqrt((1.0 - cosine * cosine).clamp_min(0.0))
-    shifted = cosine * torch.cos(margin_t) - sine * torch.sin(margin_t)
+    shifted = cosine * cos_m - sine * sin_m
     if easy_margin:
         return torch.where(cosine > 0, shifted, cosine)
+    if margin_am is None:
+        return shifted
+    mm = insightface_mm if margin_am == INSIGHTFACE_FALLBACK else float(margin_am)
     # θ + m < π  ⇔  cos θ > cos(π − m)
-    return torch.where(cosine > torch.cos(math.pi - margin_t), shifted, cosine - margin_am)
+    return torch.where(cosine > threshold, shifted, cosine - mm)
+
+
+def compute_dtype(embeddings: torch.Tensor) -> torch.dtype:
+    """fp32 for fp32/bf16/fp16 inputs (margins are never computed in half precision), fp64 for fp64 inputs."""
+    return torch.float64 if embeddings.dtype == torch.float64 else torch.float32
 
 
 class MarginHead(nn.Module):
@@ -77,10 +117,13 @@ class MarginHead(nn.Module):
         return f"feat_dim={self.feat_dim}, num_class={self.num_class}, scale={self.scale}"
 
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """[B, C] cosine between normalised embeddings and class weights, fp32, clamped to ±(1 − 1e-7)."""
+        """[B, C] cosine between normalised embeddings and class weights, clamped to ±(1 − 1e-7).
+
+        Computed in fp32, or in fp64 when the embeddings are fp64 (the reference tests run the heads in fp64)."""
+        dtype = compute_dtype(embeddings)
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            normed_embeddings = F.normalize(embeddings.float(), dim=1)
-            normed_weight = F.normalize(self.weight.float(), dim=1)
+            normed_embeddings = F.normalize(embeddings.to(dtype), dim=1)
+            normed_weight = F.normalize(self.weight.to(dtype), dim=1)
             return F.linear(normed_embeddings, normed_weight).clamp(-COSINE_LIMIT, COSINE_LIMIT)
 
     def forward(self, embeddings: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
@@ -92,11 +135,13 @@ class MarginHead(nn.Module):
         check_labels(labels, embeddings.shape[0], self.num_class)
         labels = labels.long()
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            return self.logits_from_cosine(self.cosine(embeddings), labels, embeddings.float())
+            dtype = compute_dtype(embeddings)
+            return self.logits_from_cosine(self.cosine(embeddings), labels, embeddings.to(dtype))
 
     def logits_from_cosine(self, cosine: torch.Tensor, labels: torch.Tensor,
                            embeddings: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Apply the head's margin. ``cosine`` [B, C] fp32; ``embeddings`` are the raw (unnormalised) fp32 inputs."""
+        """Apply the head's margin. ``cosine`` [B, C] fp32 (fp64 for fp64 inputs); ``embeddings`` are the raw
+        (unnormalised) inputs in the same dtype."""
         raise NotImplementedError
 
     @staticmethod
