@@ -6,7 +6,7 @@
            region of the map → BN → Dropout → Linear → BN                → [B, D] each
     MoE #1 (refine): per branch, x + Σ_e g_e(x)·MLP_e(x) over E experts (softmax gate, optional top-k)
     MoE #2 (integrate): a gate over all refined branches → one softmax weight per branch
-    embedding = BN(Σ_b w_b · x_b)                                        → [B, D]
+    embedding = γ ⊙ (Σ_b w_b · x_b) + β   (``embedding_norm: affine``; ``batchnorm``: BN as in GFRO.md) → [B, D]
 
 Train and test run the same computation (``forward`` and ``forward_train`` share ``_aggregate``); test time
 needs no landmarks because alignment puts the face parts at the template positions.
@@ -18,6 +18,26 @@ experts are per branch (GELU MLPs whose output layers start small); both gates s
 output layers), so the untrained aggregator is close to the plain average of the branch features; the integrate
 gate is LayerNorm → Linear → ReLU → Linear over its input; ``global_prior`` biases it towards the global branch
 at initialisation (useful when fine-tuning a released trunk).
+
+Fine-tuning starts where the released model is *(ours)*: GFRO.md puts a BN after the weighted sum, but a new BN
+there normalises with batch statistics in train mode and with running statistics 0/1 in eval mode, so the first
+steps train a different embedding from the one an imprinted head (``runtime.init_head: class_means``) was built
+with. The default ``embedding_norm: affine`` is a per-dimension scale and shift initialised to the identity and
+without statistics (every branch already ends in a BN, so the sum is normalised): the fused embedding is the same
+function in train and eval mode, and with a released trunk, ``global_prior`` and the small residual experts it
+starts as a close copy of the release (the global branch *is* the release). GFRO's own BatchNorm layers (region
+branches; the fused BN with ``embedding_norm: batchnorm``) take their statistics from clean images only:
+``forward_train(x, stats_rows=n)`` normalises every row with the batch statistics of the first n rows (the clean
+images of ``GFROTraining``'s [clean; noisy] batch) and updates the running statistics from those rows alone, so a
+noisy view never moves them; the Trainer calibrates them on clean images before imprinting a head.
+
+MoE balance *(ours, GFRO.md §2 "load-balancing auxiliary loss on both gates")*: the refine gates (MoE #1) get the
+Switch importance × load term, averaged over branches; the integrate gate (MoE #2) gets ``KL(π ‖ P̄)`` from its
+prior π = softmax of its initial logits (``global_prior`` on the global branch, 0 elsewhere) to the batch-mean
+branch weights P̄ — not importance × load, which would pull the gate to uniform weights against ``global_prior``.
+At initialisation every sample's integrate weights equal π, so this term is 0 with zero gradient; with
+``global_prior = 0`` it is a balance term towards uniform. ``top_k`` routes each token to exactly k experts, ties
+(e.g. the all-equal logits of the zero-initialised gate) going to the lower expert index.
 """
 from __future__ import annotations
 
@@ -33,12 +53,13 @@ from torch import nn
 from backbone import BACKBONES
 from backbone.base import FaceBackbone
 from data_processor.landmarks import TEMPLATES
-from loss.moe_balance import switch_balance_loss
+from loss.moe_balance import prior_kl_loss, switch_balance_loss, top_k_mask
 from utils.checkpoint import load_backbone_weights
 from utils.registry import ConfigError
 
 REGION_NAMES = ("upper", "lower", "left", "right", "eyes", "mouth", "central")
 INTEGRATE_INPUTS = ("concat", "mean_norms")
+EMBEDDING_NORMS = ("affine", "batchnorm")
 Box = Tuple[float, float, float, float]
 
 
@@ -91,8 +112,48 @@ def region_cell_weights(box: Box, image_size: Tuple[int, int], grid_size: Tuple[
     return weights.float()
 
 
+class CleanStatsBatchNorm1d(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` whose training-mode statistics may come from the first ``stats_rows`` rows only.
+
+    With ``stats_rows=n`` (train mode) every row is normalised with the batch mean and variance of rows ``[:n]``
+    (gradients flow through them as in BN) and the running statistics are updated from those rows alone. In eval
+    mode, without ``stats_rows`` or with ``n`` ≥ the batch it is exactly ``nn.BatchNorm1d`` (same state_dict).
+    """
+
+    def forward(self, x: torch.Tensor, stats_rows: Optional[int] = None) -> torch.Tensor:
+        if stats_rows is None or not self.training or stats_rows >= x.shape[0]:
+            return super().forward(x)
+        if stats_rows < 2:
+            raise ValueError(f"stats_rows must be >= 2 for batch statistics, got {stats_rows}")
+        reference = x[:stats_rows].float()
+        mean, var = reference.mean(dim=0), reference.var(dim=0, unbiased=False)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
+                unbiased = var * (stats_rows / (stats_rows - 1))
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+        out = (x.float() - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            out = out * self.weight.float() + self.bias.float()
+        return out.to(x.dtype)
+
+
+class ScaleShift(nn.Module):
+    """Per-dimension ``γ ⊙ x + β``, initialised to the identity; no statistics (same in train and eval mode)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor, stats_rows: Optional[int] = None) -> torch.Tensor:
+        return x * self.weight.to(x.dtype) + self.bias.to(x.dtype)
+
+
 class RegionBranch(nn.Module):
-    """Masked depthwise pooling of the map over one region → BN → Dropout → Linear → BN."""
+    """Masked depthwise pooling of the map over one region → BN → Dropout → Linear → BN (clean-row statistics)."""
 
     def __init__(self, mask: torch.Tensor, channels: int, feat_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -100,14 +161,15 @@ class RegionBranch(nn.Module):
             raise ValueError("region mask covers no cell of the feature map")
         self.register_buffer("mask", mask, persistent=False)
         self.spatial_weight = nn.Parameter(torch.full((channels, *mask.shape), 1.0 / float(mask.sum())))
-        self.bn_pooled = nn.BatchNorm1d(channels)
+        self.bn_pooled = CleanStatsBatchNorm1d(channels)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(channels, feat_dim, bias=False)
-        self.bn_embedding = nn.BatchNorm1d(feat_dim)
+        self.bn_embedding = CleanStatsBatchNorm1d(feat_dim)
 
-    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
+    def forward(self, feature_map: torch.Tensor, stats_rows: Optional[int] = None) -> torch.Tensor:
         pooled = (feature_map * (self.spatial_weight * self.mask)).sum(dim=(2, 3))
-        return self.bn_embedding(self.fc(self.dropout(self.bn_pooled(pooled))))
+        hidden = self.fc(self.dropout(self.bn_pooled(pooled, stats_rows)))
+        return self.bn_embedding(hidden, stats_rows)
 
 
 class RefineMoE(nn.Module):
@@ -115,6 +177,8 @@ class RefineMoE(nn.Module):
 
     All branches' experts run as batched einsums; with ``top_k`` the gate keeps each token's k largest logits
     (softmax over those, as in sparse MoEs) — the other experts are still evaluated (they are small) but weighted 0.
+    Exactly k are kept even when logits tie (``top_k_mask``: the lower expert index wins), as they all do at
+    initialisation (zero gate).
     """
 
     def __init__(self, num_branches: int, dim: int, num_experts: int, hidden: int, top_k: Optional[int],
@@ -136,8 +200,8 @@ class RefineMoE(nn.Module):
         if self.top_k is None or self.top_k >= self.num_experts:
             weights = logits.softmax(dim=-1)
         else:
-            kth_largest = logits.topk(self.top_k, dim=-1).values[..., -1:]  # a threshold, not a scatter: exports
-            weights = logits.masked_fill(logits < kth_largest, float("-inf")).softmax(dim=-1)
+            keep = top_k_mask(logits, self.top_k)  # comparisons, not a scatter: exports
+            weights = logits.masked_fill(~keep, float("-inf")).softmax(dim=-1)
         hidden = F.gelu(torch.einsum("bnd,nedh->bneh", x, self.w1.to(x.dtype)) + self.b1.to(x.dtype))
         expert_out = torch.einsum("bneh,nehd->bned", hidden, self.w2.to(x.dtype)) + self.b2.to(x.dtype)
         refined = x + torch.einsum("bne,bned->bnd", weights.to(expert_out.dtype), expert_out)
@@ -202,7 +266,8 @@ class GFROEmbedding(FaceBackbone):
         integrate_input: integrate-gate input, ``concat`` of the branch features or ``mean_norms`` (their mean
             plus each branch's norm).
         gate_hidden: hidden width of the integrate gate.
-        global_prior: initial logit bias of the global branch in the integrate gate (0 = uniform start).
+        global_prior: initial logit bias of the global branch in the integrate gate (0 = uniform start); the
+            integrate gate's balance term is a KL to this prior (module docstring).
         gate_lr_scale: learning-rate multiplier of both gates under SGD: their weights are stored divided by
             ``sqrt(gate_lr_scale)`` and multiplied back in ``forward`` (same function, see ``LrScaledLinear``;
             under Adam the factor is ``sqrt(gate_lr_scale)``). At lr 0.1 unscaled gates saturated into one-hot
@@ -211,14 +276,19 @@ class GFROEmbedding(FaceBackbone):
         feat_dim: embedding size; must equal the trunk's ``feat_dim`` (the global branch is the trunk's neck).
         balance_weight: λ_bal of the load-balancing term returned by ``forward_train`` (``moe_balance``).
         template: alignment template whose landmarks place the regions.
+        embedding_norm: what follows the weighted sum: ``affine`` (identity-initialised per-dimension scale and
+            shift, no statistics; default) or ``batchnorm`` (GFRO.md's BN, clean-row statistics).
     """
+
+    accepts_stats_rows = True  # forward_train(x, stats_rows=n): GFRO's BNs take statistics from rows [:n] only
 
     def __init__(self, trunk: Union[Mapping[str, Any], FaceBackbone],
                  regions: Sequence[str] = ("upper", "lower", "left", "right"), num_experts: int = 4,
                  top_k: Optional[int] = None, expert_hidden: int = 128, integrate_input: str = "concat",
                  gate_hidden: int = 128, global_prior: float = 0.0, gate_lr_scale: float = 0.03,
                  dropout: float = 0.0, feat_dim: int = 512,
-                 balance_weight: float = 0.01, template: str = "arcface_112x112") -> None:
+                 balance_weight: float = 0.01, template: str = "arcface_112x112",
+                 embedding_norm: str = "affine") -> None:
         super().__init__()
         if isinstance(trunk, Mapping):
             try:
@@ -257,20 +327,27 @@ class GFROEmbedding(FaceBackbone):
         gate_scale = math.sqrt(gate_lr_scale)
         self.refine = RefineMoE(num_branches, feat_dim, num_experts, expert_hidden, top_k, gate_scale)
         self.integrate = IntegrateGate(num_branches, feat_dim, integrate_input, gate_hidden, global_prior, gate_scale)
-        self.bn_embedding = nn.BatchNorm1d(feat_dim)
+        prior_logits = torch.zeros(num_branches)
+        prior_logits[0] = float(global_prior)
+        self.register_buffer("integrate_prior", prior_logits.softmax(dim=0), persistent=False)
+        if embedding_norm not in EMBEDDING_NORMS:
+            raise ConfigError(f"backbone.embedding_norm must be one of {EMBEDDING_NORMS}, got {embedding_norm!r}")
+        self.embedding_norm = embedding_norm
+        self.fusion_norm = ScaleShift(feat_dim) if embedding_norm == "affine" else CleanStatsBatchNorm1d(feat_dim)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk.forward_features(x)
 
-    def _aggregate(self, feature_map: torch.Tensor) -> Dict[str, torch.Tensor]:
-        branches = [self.trunk.forward_neck(feature_map)] + [branch(feature_map) for branch in self.region_branches]
+    def _aggregate(self, feature_map: torch.Tensor, stats_rows: Optional[int] = None) -> Dict[str, torch.Tensor]:
+        branches = [self.trunk.forward_neck(feature_map)] + [branch(feature_map, stats_rows)
+                                                             for branch in self.region_branches]
         dtype = branches[0].dtype
         stacked = torch.stack([b.to(dtype) for b in branches], dim=1)  # [B, branches, D]
         refined, refine_logits, refine_weights = self.refine(stacked)
         integrate_logits = self.integrate(refined)
         integrate_weights = integrate_logits.softmax(dim=-1)
         fused = (integrate_weights.to(refined.dtype).unsqueeze(-1) * refined).sum(dim=1)
-        return {"embedding": self.bn_embedding(fused), "refine_logits": refine_logits,
+        return {"embedding": self.fusion_norm(fused, stats_rows), "refine_logits": refine_logits,
                 "refine_weights": refine_weights, "integrate_logits": integrate_logits,
                 "integrate_weights": integrate_weights}
 
@@ -278,14 +355,18 @@ class GFROEmbedding(FaceBackbone):
         return self._aggregate(feature_map)["embedding"]
 
     def balance_loss(self, refine_logits: torch.Tensor, integrate_logits: torch.Tensor) -> torch.Tensor:
-        """Unweighted balance loss: mean over branches of the refine gates' loss + the integrate gate's loss."""
+        """Unweighted balance loss: mean over branches of the refine gates' Switch importance × load (1 when
+        balanced) + ``KL(π ‖ P̄)`` of the integrate gate to its prior π (0 at initialisation, whatever
+        ``global_prior``)."""
         refine_probs = refine_logits.softmax(dim=-1)
         refine = torch.stack([switch_balance_loss(refine_probs[:, b], self.top_k)
                               for b in range(refine_probs.shape[1])]).mean()
-        return refine + switch_balance_loss(integrate_logits.softmax(dim=-1))
+        return refine + prior_kl_loss(integrate_logits.softmax(dim=-1), self.integrate_prior)
 
-    def forward_train(self, x: torch.Tensor) -> Dict[str, Any]:
-        out = self._aggregate(self.forward_features(x))
+    def forward_train(self, x: torch.Tensor, stats_rows: Optional[int] = None) -> Dict[str, Any]:
+        """Training forward; ``stats_rows=n``: GFRO's own BatchNorm layers normalise with (and update their running
+        statistics from) the first n rows only — ``GFROTraining`` passes the number of clean images."""
+        out = self._aggregate(self.forward_features(x), stats_rows)
         balance = self.balance_loss(out["refine_logits"], out["integrate_logits"])
         return {
             "embedding": out["embedding"],

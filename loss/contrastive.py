@@ -9,7 +9,8 @@ denominator, so the loss never pushes a view away from its own identity:
     L_i = −log( exp(a_i·k_i/τ) / (exp(a_i·k_i/τ) + Σ_{j ∈ neg(i)} exp(a_i·k_j/τ)) )
 
 Unlike the release's SupCon call (one view, no labels → identically zero), this has a real gradient wrt the
-anchors. Targets are used as given: pass them detached (the teacher is frozen; the student target is stop-grad).
+anchors only: the targets are detached here (the teacher is frozen; the student target is stop-grad), so no
+gradient reaches them even when the caller passes a tensor that requires grad.
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ class CleanNoisyContrastiveLoss(nn.Module):
         views = 1 if anchors.dim() == 2 else anchors.shape[1]
         with torch.autocast(anchors.device.type, enabled=False):
             anchor = F.normalize(anchors.float().reshape(batch * views, -1), dim=1)
-            keys = F.normalize(targets.float(), dim=1)
+            keys = F.normalize(targets.detach().float(), dim=1)  # stop-grad positives/negatives, always
             key_labels = labels if labels is not None else torch.full((batch,), NO_LABEL, device=anchors.device)
             if self.queue_filled:
                 keys = torch.cat([keys, self.queue[:self.queue_filled].to(keys.dtype)])

@@ -36,7 +36,7 @@ def test_preset_sections_name_registered_types_and_accepted_keys(path):
     check_section(TRAINING_MODES, cfg["training_mode"], "training_mode")
     assert cfg["training_mode"]["type"] == "GFROTraining" and cfg["data"]["occlusion"]
     if "teacher" in cfg:
-        assert set(cfg["teacher"]) <= {"backbone", "weights", "preprocess"}
+        assert set(cfg["teacher"]) <= {"backbone", "weights", "preprocess", "strict"}
         if "backbone" in cfg["teacher"]:  # else a released model / export that carries its own architecture
             check_section(BACKBONES, cfg["teacher"]["backbone"], "teacher.backbone")
             assert cfg["teacher"]["preprocess"]["channel_order"] == "RGB"  # ElasticFace-Arc's input contract
@@ -51,12 +51,14 @@ def test_presets_cover_the_brief():
     assert iresnet["schedule"]["milestones"] == [10, 13, 16] and iresnet["runtime"]["amp"] == "bf16"
 
 
-def test_casia_preset_without_teacher_weights_is_teacher_free(caplog):
+def test_casia_preset_without_teacher_weights_stops_unless_strict_is_off(caplog):
     cfg = load_config(REPO / "configs" / "gfro" / "casia_elasticface_iresnet.yaml")
     if Path(cfg["teacher"]["weights"]).exists():
         pytest.skip("the ElasticFace-Arc weights are present here")
+    with pytest.raises(FileNotFoundError, match=cfg["teacher"]["weights"]):
+        build_teacher(cfg["teacher"], "cpu")
     with caplog.at_level(logging.INFO, logger="training_mode.teacher"):
-        assert build_teacher(cfg["teacher"], "cpu") is None
+        assert build_teacher({**cfg["teacher"], "strict": False}, "cpu") is None
     assert "teacher-free mode" in caplog.text
 
 

@@ -95,12 +95,12 @@ def test_untrained_gates_are_uniform_and_balance_term_is_its_minimum():
     model = tiny_gfro(balance_weight=0.5).train()
     out = model.forward_train(images())
     torch.testing.assert_close(out["stats"]["integrate_weights"], torch.full((6, 5), 0.2))
-    # uniform routing: 1 for the refine gates (mean over branches) + 1 for the integrate gate
-    assert out["aux_losses"]["moe_balance"].item() == pytest.approx(0.5 * 2.0)
+    # uniform routing: 1 for the refine gates (Switch, mean over branches) + 0 for the integrate gate (KL to prior)
+    assert out["aux_losses"]["moe_balance"].item() == pytest.approx(0.5 * 1.0)
     with torch.no_grad():
         model.integrate.net[-1].bias.copy_(torch.tensor([8.0, 0, 0, 0, 0]) / model.integrate.gate_scale)
     collapsed = model.forward_train(images())["aux_losses"]["moe_balance"]
-    assert collapsed.item() > 0.5 * 2.0 + 1.0
+    assert collapsed.item() > 0.5 * 1.0 + 1.0
 
 
 def test_global_prior_favours_the_global_branch():
@@ -188,6 +188,21 @@ def test_integrate_inputs_and_extra_regions(integrate_input):
     assert out["embedding"].shape == (3, FEAT_DIM) and out["stats"]["integrate_weights"].shape == (3, 4)
 
 
+@pytest.mark.parametrize("embedding_norm", ["affine", "batchnorm"])
+def test_embedding_norm_options(embedding_norm):
+    model = tiny_gfro(embedding_norm=embedding_norm).train()
+    fusion = model.fusion_norm
+    assert (len(list(fusion.buffers())) == 0) == (embedding_norm == "affine")  # affine: no statistics
+    x = images()
+    out = model.forward_train(torch.cat([x, x.flip(-1)]), stats_rows=6)["embedding"]
+    assert out.shape == (12, FEAT_DIM) and torch.isfinite(out).all()
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(x)).all()
+    if embedding_norm == "affine":  # identity at initialisation: the embedding is the gated sum itself
+        assert torch.equal(fusion.weight, torch.ones(FEAT_DIM)) and torch.equal(fusion.bias, torch.zeros(FEAT_DIM))
+
+
 def test_bf16_autocast_forward_is_finite():
     model = tiny_gfro().train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -209,6 +224,8 @@ def test_config_errors_name_the_key():
         tiny_gfro(integrate_input="sum")
     with pytest.raises(ConfigError, match="template"):
         tiny_gfro(template="nope_112x112")
+    with pytest.raises(ConfigError, match="embedding_norm"):
+        tiny_gfro(embedding_norm="layernorm")
     with pytest.raises(ConfigError, match="trunk"):
         build_backbone({"type": "GFROEmbedding", "trunk": {"type": "NoSuchTrunk"}})
 

@@ -51,4 +51,7 @@ def test_smoke_two_steps_twenty_pairs(shared, aligned_lfw_subset, tmp_path, monk
         assert row["num_pairs"] == 20 and row["variant"] == "facexzoo"
     # the untouched release's rows are stored beside the run folder, keyed by everything they depend on
     (cache,) = tmp_path.glob("untouched_foamliu_mobilefacenet_ms1m_*.json")
-    assert list(json.loads(cache.read_text()).values()) == payload["rows_untouched"]
+    stored = json.loads(cache.read_text())
+    assert list(stored["rows"].values()) == payload["rows_untouched"]
+    assert stored["provenance"] == payload["untouched_provenance"]
+    assert {"code_sha256", "weights_sha256", "device"} <= set(stored["provenance"])

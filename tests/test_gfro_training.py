@@ -90,13 +90,19 @@ def test_all_terms_present_finite_and_backward_reaches_everything(caplog):
     assert mode.backbone.refine.w2.grad.abs().sum() > 0
 
 
-def test_clean_and_noisy_share_one_forward_with_batch_statistics_over_both():
+def test_clean_and_noisy_share_one_forward_gfro_statistics_from_the_clean_rows():
     backbone = gfro_backbone()
     calls = []
     original = backbone.forward_train
-    backbone.forward_train = lambda x: calls.append(x.shape[0]) or original(x)
+    backbone.forward_train = lambda x, **kwargs: calls.append((x.shape[0], kwargs)) or original(x, **kwargs)
     GFROTraining(backbone, StubHead(), STUDENT_SPEC)(make_batch(size=6))
-    assert calls == [12]
+    assert calls == [(12, {"stats_rows": 6})]  # one forward; GFRO's own BNs normalise with the 6 clean rows
+    plain_calls = []
+    plain = TinyTrunk()
+    plain_original = plain.forward_train
+    plain.forward_train = lambda x: plain_calls.append(x.shape[0]) or plain_original(x)
+    GFROTraining(plain, StubHead(), STUDENT_SPEC)(make_batch(size=6))
+    assert plain_calls == [12]  # a plain backbone: one forward, batch statistics over both views
 
 
 def test_plain_backbone_with_zero_weights_is_arcface_on_clean_plus_partial_views():
@@ -165,7 +171,7 @@ def test_gate_weights_are_logged_per_occlusion_type():
     branches = mode.backbone.branch_names
     x = torch.cat([mode.inputs(batch["image"]), mode.inputs(batch["noisy"])])
     with torch.no_grad():  # the same forward again (train mode: the same batch statistics)
-        gates = mode.backbone.forward_train(x)["stats"]["integrate_weights"]
+        gates = mode.backbone.forward_train(x, stats_rows=6)["stats"]["integrate_weights"]
     expected = {0: torch.cat([gates[:6], gates[6:7]]).mean(0), 1: gates[7:9].mean(0), 2: gates[9:].mean(0)}
     for type_id, means in expected.items():
         for branch, name in enumerate(branches):
@@ -210,14 +216,17 @@ def small_iresnet() -> nn.Module:
     return build_backbone(dict(SMALL_IRESNET))
 
 
-def test_no_section_or_missing_weights_is_teacher_free(tmp_path, caplog):
+def test_no_section_or_missing_weights_with_strict_false_is_teacher_free(tmp_path, caplog):
+    missing = tmp_path / "295672backbone.pth"
     with caplog.at_level(logging.INFO, logger="training_mode.teacher"):
         assert build_teacher(None, "cpu") is None
         assert build_teacher({"backbone": {"type": "IResNet100"}}, "cpu") is None
-        missing = tmp_path / "295672backbone.pth"
-        assert build_teacher({"backbone": {"type": "IResNet100"}, "weights": str(missing)}, "cpu") is None
+        assert build_teacher({"backbone": {"type": "IResNet100"}, "weights": str(missing), "strict": False},
+                             "cpu") is None
     assert f"teacher weights not found at {missing}: teacher-free mode" in caplog.text
     assert "positives are stop-grad clean student embeddings" in caplog.text
+    with pytest.raises(FileNotFoundError, match="teacher.strict"):  # the default: named weights must exist
+        build_teacher({"backbone": {"type": "IResNet100"}, "weights": str(missing)}, "cpu")
 
 
 def test_insightface_state_dict_loads_strictly_and_is_frozen(tmp_path):

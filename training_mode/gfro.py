@@ -3,7 +3,9 @@
     L = w_c·CE(head(z_c)) + w_n·CE(head(z_n)) + λ_con·L_con(z_n → positives) + λ_kd·L_kd(z_c, t_c) + backbone aux
 
 ``z_c`` / ``z_n`` are the student embeddings of the clean image and of its noisy view, computed in ONE forward of
-the concatenated batch (BatchNorm statistics over both views). Positives and negatives of the contrastive term
+the concatenated batch (the trunk's BatchNorm statistics over both views; a backbone with ``accepts_stats_rows``,
+such as ``GFROEmbedding``, gets ``stats_rows`` = the number of clean images, so its own BatchNorm layers normalise
+with and keep running statistics of the clean images only). Positives and negatives of the contrastive term
 are the teacher's ``t_c`` when a teacher exists, else the stop-grad ``z_c`` (teacher-free mode). The teacher sees
 the clean images converted with ITS OWN preprocessing spec. Works with any backbone: with a plain one and
 ``contrastive_weight = kd_weight = 0`` it is "ArcFace on clean + partial views"; with ``GFROEmbedding`` the MoE
@@ -95,7 +97,11 @@ class GFROTraining(TrainingMode):
         size = clean.shape[0]
         views = 1 if noisy.dim() == 4 else noisy.shape[1]  # data.occlusion.num_views > 1 adds a view dimension
         noisy_labels = labels.repeat_interleave(views)
-        out = self.backbone.forward_train(torch.cat([self.inputs(clean), self.inputs(noisy.flatten(0, -4))]))
+        stacked = torch.cat([self.inputs(clean), self.inputs(noisy.flatten(0, -4))])
+        if getattr(self.backbone, "accepts_stats_rows", False):
+            out = self.backbone.forward_train(stacked, stats_rows=size)  # its BNs: clean-image statistics only
+        else:
+            out = self.backbone.forward_train(stacked)
         embeddings = out["embedding"]
         z_clean, z_noisy = embeddings[:size], embeddings[size:]
         head_out = self.head(embeddings, torch.cat([labels, noisy_labels]))

@@ -6,14 +6,20 @@
       backbone: {type: IResNet100}          # needed for a plain state_dict; our checkpoints/exports carry it
       weights: path/to/295672backbone.pth   # see below
       preprocess: {channel_order: RGB, mean: [127.5]*3, std: [127.5]*3}   # default: ElasticFace-Arc's
+      strict: true                          # default whenever weights are named
 
 ``weights`` may be: an insightface-format state_dict (the ElasticFace-Arc IResNet-100; loads unchanged into our
 IResNet) or any plain state_dict of ``backbone``; one of our training checkpoints (``model`` with ``backbone.``
 keys, architecture and preprocessing from its stored config); an export folder (``backbone.pt`` +
 ``model_meta.json``); a released recogniser's file or name (``foamliu_mobilefacenet_ms1m``, …) through
 ``face_sdk.released``. Architecture and preprocessing come from the section first, then from the weights'
-metadata, then (preprocessing only) the ElasticFace-Arc default — RGB, ``(x/255 − 0.5)/0.5``. Weights not on
-disk → teacher-free mode (logged). Every load uses ``weights_only=True`` and strict key matching.
+metadata, then (preprocessing only) the ElasticFace-Arc default — RGB, ``(x/255 − 0.5)/0.5``. Every load uses
+``weights_only=True`` and strict key matching.
+
+Named weights that are not on disk stop the run at build time with an error naming the path (``strict: true``, the
+default whenever ``weights`` is set): a typo must not silently train a different method. The teacher-free fallback
+(positives = stop-grad clean student embeddings, GFRO.md §4) happens only when asked for: no ``teacher`` section,
+no ``weights``, or ``strict: false`` (then a missing file is a logged warning).
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ from utils.registry import ConfigError
 
 logger = logging.getLogger(__name__)
 
-TEACHER_KEYS = ("backbone", "weights", "preprocess")
+TEACHER_KEYS = ("backbone", "weights", "preprocess", "strict")
 ELASTICFACE_SPEC = INSIGHTFACE_SPEC
 
 
@@ -129,6 +135,20 @@ def load_teacher_model(weights: str, backbone_cfg: Optional[Mapping[str, Any]]
     return None
 
 
+def missing_teacher_weights(weights: str) -> Optional[str]:
+    """Why ``weights`` cannot be found (a message naming the path), or None when it is on disk."""
+    path = Path(weights).expanduser()
+    if path.exists():
+        return None
+    from face_sdk.released import RELEASED_RECOGNIZERS, default_weights_dir
+
+    if str(weights) in RELEASED_RECOGNIZERS:
+        resolved = default_weights_dir() / RELEASED_RECOGNIZERS[str(weights)].file
+        return None if resolved.is_file() else (f"released recogniser {weights!r}: {resolved} not found (set "
+                                                f"FACE_SDK_WEIGHTS_DIR)")
+    return f"{path} not found"
+
+
 def _released_teacher(name_or_path: str | Path) -> Tuple[nn.Module, Dict[str, Any], str]:
     """A released recogniser (by name or file) converted by face_sdk; errors if the file is not one of them."""
     from face_sdk.released import load_released_recognizer
@@ -147,12 +167,20 @@ def build_teacher(cfg: Optional[Mapping[str, Any]], device: torch.device | str) 
     unknown = sorted(set(cfg) - set(TEACHER_KEYS))
     if unknown:
         raise ConfigError(f"teacher: unknown key(s) {unknown}; accepted: {list(TEACHER_KEYS)}")
+    strict = cfg.get("strict", True)
+    if not isinstance(strict, bool):
+        raise ConfigError(f"teacher.strict must be true or false, got {strict!r}")
     if not cfg.get("weights"):
         logger.info("teacher section has no weights: teacher-free mode: positives are stop-grad clean student "
                     "embeddings")
         return None
+    if strict:
+        missing = missing_teacher_weights(str(cfg["weights"]))
+        if missing is not None:
+            raise FileNotFoundError(f"teacher.weights: {missing} (teacher.strict is true, the default when weights "
+                                    f"are named; set teacher.strict=false to train teacher-free instead)")
     loaded = load_teacher_model(str(cfg["weights"]), cfg.get("backbone"))
-    if loaded is None:
+    if loaded is None:  # only reachable with strict: false (load_teacher_model logged the teacher-free fallback)
         return None
     model, weights_spec, source = loaded
     spec = teacher_spec(cfg.get("preprocess"), weights_spec)
