@@ -22,6 +22,7 @@ from data_processor.image_io import read_image
 from face_sdk.aligner import align_face
 from face_sdk.detector import FaceDetector, pick_central_face
 from face_sdk.released import DEFAULT_DETECTOR, RELEASED_DETECTORS, RELEASED_RECOGNIZERS, default_weights_dir
+from utils.cli import run_cli
 
 
 class Rate:
@@ -51,7 +52,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     files = sorted(args.images.glob("*.jpg"))[: args.count]
     if not files:
-        raise SystemExit(f"no .jpg images in {args.images}")
+        raise FileNotFoundError(f"no .jpg images in {args.images}")
     images: List[np.ndarray] = [read_image(f) for f in files]
     size = images[0].shape
     print(f"{len(images)} images {size[1]}x{size[0]} from {args.images}; torch threads {args.threads}; "
@@ -85,4 +86,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

@@ -37,6 +37,7 @@ import torch
 from test_protocol.report import plot_accuracy_bars
 from training_mode.trainer import Trainer, write_results
 from utils.checkpoint import atomic_write_text
+from utils.cli import run_cli
 from utils.config import apply_override, load_config
 from utils.logging import setup_logging
 
@@ -238,4 +239,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

@@ -11,6 +11,10 @@
    same release as the frozen teacher; ``data.train.root`` set from ``--shared``; ``--set a.b=c`` overrides more);
 4. the exported fine-tuned backbone is evaluated on the same sets; a before/after table is printed and written,
    with a bar chart (``<work-dir>/before_after.png``).
+Reuse: the aligned folder and the occluded sets are rebuilt unless their ``summary.json`` / ``manifest.json`` still
+match (settings, code, inputs and every file's checksum); the untouched release's rows are cached beside
+``--work-dir`` in ``untouched_<model>_<digest>.json``, keyed by ``utils.provenance`` (the evaluating code's digest,
+the weights file's sha256, the device, torch, pairs, image checksums, variant, batch size; ``--no-cache`` ignores it).
 Bar (GFRO.md §6): mean occluded accuracy +3 points or more, clean LFW down at most 0.5 (judged on all 6,000 pairs
 only). ``--pairs N`` scores the first N/20 positives and negatives of each fold (quick runs); ``--max-steps`` caps
 training (smoke runs).
@@ -18,13 +22,11 @@ training (smoke runs).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -34,21 +36,30 @@ from benchmarks.lfw_released_models import ensure_aligned_lfw, machine, subset_p
 from test_protocol.data_conf import data_roots
 from test_protocol.evaluate import build_protocols, run_protocols
 from test_protocol.report import plot_accuracy_bars
+from test_protocol.verification_metrics import spread_label
 from utils.checkpoint import atomic_write_text
+from utils.cli import run_cli
+from utils.provenance import object_modules, provenance_record, record_digest, sha256_file
 
 MODEL = "foamliu_mobilefacenet_ms1m"
 CONFIG = Path("configs/gfro/celeba_finetune_mobilefacenet.yaml")
 OCCLUDED_SETS = {"LFW-MASK": "mask", "LFW-SUNGLASSES": "sunglasses", "LFW-CROP": "crop"}
 OCCLUSION_SEED = 0
+REUSE_KEYS = ("occlusion", "side", "seed", "fill", "params")  # a build from the full pairs serves any subset
+# the code the untouched release's rows depend on (plus the modules of the model's own classes, found at run time)
+EVALUATION_MODULES = ("benchmarks.gfro_real_faces", "test_protocol.*", "data_processor.preprocess",
+                      "data_processor.image_io", "face_sdk.released", "face_sdk.model_meta", "face_sdk.weights",
+                      "face_sdk.restricted_pickle", "backbone.base")
 BAR_OCCLUDED_GAIN, BAR_CLEAN_DROP = 3.0, 0.5
 
 
 def ensure_occluded_sets(aligned: Path, pairs_file: Path, out_root: Path, side: str, workers: int,
                          scored_pairs: Optional[Path] = None) -> Dict[str, Dict[str, Any]]:
     """``{set name: manifest}`` of ``out_root/<kind>``, each built from ``aligned`` and ``pairs_file`` unless a build
-    with the same occlusion, side, seed and fill that holds every image of ``scored_pairs`` (default: ``pairs_file``)
-    is already there."""
-    from test_protocol.lfw.occluded_set_builder import BuildConfig, build_occluded_set, read_pairs
+    with the same occlusion, side, seed, fill and code, verified against its manifest, made from the current images
+    of ``aligned`` and holding every image of ``scored_pairs`` (default: ``pairs_file``) is already there
+    (``occluded_set_builder.reuse_problem``)."""
+    from test_protocol.lfw.occluded_set_builder import BuildConfig, build_occluded_set, read_pairs, reuse_problem
 
     needed = read_pairs(scored_pairs or pairs_file, "lfw", ".jpg").images
     manifests = {}
@@ -56,22 +67,12 @@ def ensure_occluded_sets(aligned: Path, pairs_file: Path, out_root: Path, side: 
         config = BuildConfig(source=str(aligned), pairs=str(pairs_file), occlusion=kind, side=side,
                              seed=OCCLUSION_SEED)
         out = out_root / kind
-        manifest_path = out / "manifest.json"
-        if not _reusable(manifest_path, config, needed):
-            print(f"building {name} ({kind}, side {side}) in {out} ...", flush=True)
+        problem = reuse_problem(out, config, needed, keys=REUSE_KEYS)
+        if problem is not None:
+            print(f"building {name} ({kind}, side {side}) in {out} ({problem}) ...", flush=True)
             build_occluded_set(config, out, workers=workers, overwrite=True)
-        manifests[name] = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifests[name] = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     return manifests
-
-
-def _reusable(manifest_path: Path, config: Any, needed: Sequence[str]) -> bool:
-    if not manifest_path.is_file():
-        return False
-    recorded = json.loads(manifest_path.read_text(encoding="utf-8")).get("config", {})
-    wanted = asdict(config)
-    same = all(recorded.get(key) == wanted[key] for key in ("occlusion", "side", "seed", "fill", "params"))
-    images = manifest_path.parent / "images"
-    return same and all((images / name).is_file() for name in needed)
 
 
 def protocol_configs(roots: Mapping[str, Path], pairs_file: Path, variant: str) -> List[Dict[str, Any]]:
@@ -92,15 +93,32 @@ def evaluate(model: torch.nn.Module, spec: Any, configs: Sequence[Mapping[str, A
     return {row["set"]: {**row, "eval_seconds_all_sets": round(seconds, 1)} for row in rows}
 
 
-def untouched_cache_key(pairs_file: Path, aligned: Path, manifests: Mapping[str, Mapping[str, Any]], variant: str,
-                        batch_size: int) -> str:
-    """Digest of everything the untouched model's rows depend on: model, pairs, the aligned and occluded images'
-    records (alignment summary, occluded-set checksums), variant, batch size and torch version."""
-    record = {"model": MODEL, "variant": variant, "batch_size": batch_size, "torch": torch.__version__,
-              "pairs_sha256": hashlib.sha256(pairs_file.read_bytes()).hexdigest(),
-              "aligned_summary": hashlib.sha256((aligned / "summary.json").read_bytes()).hexdigest(),
-              "occluded": {name: manifest.get("output_sha256") for name, manifest in sorted(manifests.items())}}
-    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+def untouched_record(model: torch.nn.Module, weights: Path, device: str, pairs_file: Path,
+                     alignment: Mapping[str, Any], manifests: Mapping[str, Mapping[str, Any]], variant: str,
+                     batch_size: int) -> Dict[str, Any]:
+    """Everything the untouched model's rows depend on (``utils.provenance``): the evaluating code (this module, the
+    protocols, preprocessing, release loading and the modules of the model's classes), the weights file's sha256,
+    the device, torch, the pairs, the aligned images (their checksums in ``summary.json``), the occluded sets' output
+    checksums, the variant and the batch size. Its digest names the cache file."""
+    modules = (*EVALUATION_MODULES, *object_modules(model.modules()))
+    return provenance_record(modules, weights=weights, device=device, model=MODEL, variant=variant,
+                             batch_size=batch_size, pairs_sha256=sha256_file(pairs_file),
+                             aligned_files_sha256=alignment.get("files_sha256"),
+                             occluded={name: manifest.get("output_sha256")
+                                       for name, manifest in sorted(manifests.items())})
+
+
+def cached_rows(cache: Path, record: Mapping[str, Any]) -> Optional[Dict[str, Dict[str, Any]]]:
+    """The rows stored in ``cache`` when its recorded provenance equals ``record`` (else None)."""
+    if not cache.is_file():
+        return None
+    try:
+        stored = json.loads(cache.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    if not isinstance(stored, dict) or stored.get("provenance") != json.loads(json.dumps(record, default=str)):
+        return None
+    return stored.get("rows")
 
 
 def fine_tune(config: Path, overrides: Sequence[str], work_dir: Path) -> Dict[str, Any]:
@@ -139,11 +157,14 @@ def comparison(before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapp
 
 def format_comparison(table: Mapping[str, Mapping[str, float]], before: Mapping[str, Mapping[str, Any]],
                       after: Mapping[str, Mapping[str, Any]]) -> str:
+    """The before/after table; the ± column says what it is (s.e. for facexzoo, std for insightface)."""
+    kinds = sorted({rows[name].get("spread_kind", "?") for rows in (before, after) for name in rows})
     lines = [f"{'set':<16} {'untouched':>16} {'GFRO fine-tuned':>16} {'delta':>7}", "-" * 58]
     for name, row in table.items():
         spread = lambda rows: f" ± {rows[name]['spread']:.2f}" if name in rows else ""  # noqa: E731
         lines.append(f"{name:<16} {row['untouched']:>9.2f}{spread(before):<7} {row['fine_tuned']:>9.2f}"
                      f"{spread(after):<7} {row['delta']:>+7.2f}")
+    lines.append(f"(accuracy %, 10 folds; ± = {' / '.join(spread_label(kind) for kind in kinds)} over the folds)")
     return "\n".join(lines)
 
 
@@ -167,14 +188,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=128, help="evaluation batch size")
     parser.add_argument("--workers", type=int, default=2, help="alignment / occlusion processes")
     parser.add_argument("--no-cache", action="store_true",
-                        help="evaluate the untouched release again even if an identical evaluation (same model, "
-                             "pairs, images, variant, torch) is stored in the folder of --work-dir")
+                        help="evaluate the untouched release again even if an identical evaluation (same evaluating "
+                             "code, weights sha256, device, pairs, images, variant, torch) is stored in the folder "
+                             "of --work-dir")
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    from face_sdk.released import load_released_recognizer
+    from face_sdk.released import load_released_recognizer, released_weights_path
 
     weights_dir = args.shared / "weights"
     os.environ.setdefault("FACE_SDK_WEIGHTS_DIR", str(weights_dir))  # init_weights / teacher resolve the release
@@ -189,20 +211,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.pairs != 6000:
             pairs_file = subset_pairs_file(official_pairs, args.pairs, Path(tmp) / "pairs.txt")
         start = time.perf_counter()
-        alignment = ensure_aligned_lfw(args.shared / "data" / "lfw" / "images", aligned, args.workers)
+        alignment = ensure_aligned_lfw(args.shared / "data" / "lfw" / "images", aligned, args.workers, [pairs_file])
         manifests = ensure_occluded_sets(aligned, official_pairs, occluded_root, args.side, args.workers, pairs_file)
         prepare_seconds = time.perf_counter() - start
         roots = {"LFW": aligned, **{name: occluded_root / kind / "images" for name, kind in OCCLUDED_SETS.items()}}
         configs = protocol_configs(roots, pairs_file, args.variant)
-        digest = untouched_cache_key(pairs_file, aligned, manifests, args.variant, args.batch_size)
-        cache = args.work_dir.parent / f"untouched_{MODEL}_{digest}.json"
-        if cache.is_file() and not args.no_cache:
+        model, meta = load_released_recognizer(MODEL, weights_dir)
+        record = untouched_record(model, released_weights_path(MODEL, weights_dir), args.device, pairs_file,
+                                  alignment, manifests, args.variant, args.batch_size)
+        cache = args.work_dir.parent / f"untouched_{MODEL}_{record_digest(record)}.json"
+        before = None if args.no_cache else cached_rows(cache, record)
+        if before is not None:
             print(f"untouched {MODEL}: reusing the rows of an identical evaluation in {cache}", flush=True)
-            before = json.loads(cache.read_text(encoding="utf-8"))
         else:
-            model, meta = load_released_recognizer(MODEL, weights_dir)
             before = evaluate(model, meta.preprocess, configs, args.device, args.batch_size, f"released {MODEL}")
-            atomic_write_text(cache, json.dumps(before, indent=2, default=float) + "\n")
+            atomic_write_text(cache, json.dumps({"provenance": record, "rows": before}, indent=2, default=float)
+                              + "\n")
         overrides = [f"data.train.root={celeba}", *args.overrides]
         if args.max_steps is not None:
             overrides.append(f"runtime.max_steps={args.max_steps}")
@@ -240,11 +264,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    "prepare_seconds": round(prepare_seconds, 1), "alignment": alignment,
                    "occluded_sets": {name: {"output_sha256": m.get("output_sha256"), "counts": m.get("counts"),
                                             "config": m.get("config")} for name, m in manifests.items()},
-                   "config_sha256": hashlib.sha256(args.config.read_bytes()).hexdigest(),
+                   "config_sha256": sha256_file(args.config),
+                   "untouched_provenance": record,
                    "rows_untouched": list(before.values()), "rows_fine_tuned": list(after.values())}
         atomic_write_text(args.json, json.dumps(payload, indent=2, default=float) + "\n")
     return 1 if verdict == "NOT met" else 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

@@ -3,7 +3,8 @@
     python -m benchmarks.lfw_released_models --shared ../shared --json out.json [--speed]
 
 1. aligns ``<shared>/data/lfw/images`` with the face_sdk aligner (``tools.align_dataset``: RetinaFace 5 points →
-   ArcFace 112×112) into ``$FACE_DATA_ROOT/lfw_aligned`` once (reused when its ``summary.json`` is there);
+   ArcFace 112×112) into ``$FACE_DATA_ROOT/lfw_aligned`` once (reused while its ``summary.json`` still matches: same
+   settings, input images, detector weights, aligning code, and every crop's checksum);
 2. loads each released recogniser through ``face_sdk.released.load_released_recognizer`` (its own preprocessing;
    the 112×96 SphereFace model gets the central 96 columns of the ArcFace crop, the exact same geometry);
 3. extracts every image once with its flipped view and scores the official pairs with ``PairVerification`` in the
@@ -33,12 +34,13 @@ from torch.utils.data import Dataset
 from data_processor.image_io import read_image
 from face_sdk.aligner import sphereface_from_arcface
 from face_sdk.released import RELEASED_RECOGNIZERS, load_released_recognizer
-from test_protocol import PROTOCOLS
+from test_protocol import PAIRS_PARSERS, PROTOCOLS
 from test_protocol.data_conf import data_roots
 from test_protocol.evaluate import format_table
 from test_protocol.extract import extract_views
 from test_protocol.verification_metrics import kfold_facexzoo, kfold_insightface
 from utils.checkpoint import atomic_write_text
+from utils.cli import run_cli
 
 MODELS = ("foamliu_mobilefacenet_ms1m", "xiaoccer_mobilefacenet_casia", "bubbliiiing_mobilefacenet_casia")
 PUBLISHED = {"foamliu_mobilefacenet_ms1m": 99.48, "xiaoccer_mobilefacenet_casia": 99.30,
@@ -63,17 +65,17 @@ class SpherefaceCrops(Dataset):
         return np.ascontiguousarray(sphereface_from_arcface(read_image(self.paths[index])))
 
 
-def ensure_aligned_lfw(images: Path, out: Path, workers: int) -> Dict[str, Any]:
-    """Align LFW with the face_sdk aligner unless ``out/summary.json`` says it was done; returns the summary."""
+def ensure_aligned_lfw(images: Path, out: Path, workers: int, pairs_files: Sequence[Path] = ()) -> Dict[str, Any]:
+    """Align LFW with the face_sdk aligner into ``out`` unless a verified build is there (same settings, input
+    images, detector weights and aligning code; every crop checked against ``summary.json``) holding every image of
+    ``pairs_files`` (none given: made from exactly the images in ``images``); returns the summary."""
     from face_sdk.released import DEFAULT_DETECTOR
-    from tools.align_dataset import AlignSettings, align_folder, write_reports
+    from tools.align_dataset import AlignSettings, ensure_aligned
 
-    summary_path = out / "summary.json"
-    if summary_path.is_file():
-        return json.loads(summary_path.read_text(encoding="utf-8"))
     settings = AlignSettings("arcface_112x112", DEFAULT_DETECTOR, 0.6, 320, "center_crop", 0.75)
-    results, seconds = align_folder(images, out, settings, "lfw", workers)
-    return write_reports(out, results, settings, "lfw", seconds, images)
+    needed = sorted({name for path in pairs_files for name in PAIRS_PARSERS.get("lfw")(path).images}) \
+        if pairs_files else None
+    return ensure_aligned(images, out, settings, "lfw", workers, needed=needed)
 
 
 def subset_pairs_file(pairs_file: Path, count: int, out: Path) -> Path:
@@ -170,15 +172,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     lfw = args.shared / "data" / "lfw"
     weights_dir = args.shared / "weights"
     aligned = args.aligned or data_roots()["FACE_DATA_ROOT"] / "lfw_aligned"
-    start = time.perf_counter()
-    alignment = ensure_aligned_lfw(lfw / "images", aligned, args.workers)
-    align_seconds = time.perf_counter() - start
-    print(f"aligned LFW: {aligned} ({alignment['faces']} faces detected, {alignment['no_face']} centre-crop "
-          f"fallbacks of {alignment['images']} images)")
     with tempfile.TemporaryDirectory() as tmp:
         pairs_file = lfw / "pairs.txt"
         if args.pairs != 6000:
             pairs_file = subset_pairs_file(pairs_file, args.pairs, Path(tmp) / "pairs.txt")
+        start = time.perf_counter()
+        alignment = ensure_aligned_lfw(lfw / "images", aligned, args.workers,
+                                       [pairs_file, lfw / "pairs.txt"] if args.speed else [pairs_file])
+        align_seconds = time.perf_counter() - start
+        print(f"aligned LFW: {aligned} ({alignment['faces']} faces detected, {alignment['no_face']} centre-crop "
+              f"fallbacks of {alignment['images']} images)")
         rows = []
         for name in args.models.split(","):
             rows += evaluate_released(name, aligned, pairs_file, weights_dir, args.device, args.batch_size)
@@ -210,4 +213,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

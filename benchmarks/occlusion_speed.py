@@ -27,6 +27,7 @@ from data_processor.datasets import ImageFolderDataset
 from data_processor.image_io import read_image, write_image
 from data_processor.landmarks import ARCFACE_TEMPLATE_112
 from data_processor.train_dataset import OCCLUSION_TYPES, OcclusionTrainDataset
+from utils.cli import run_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,10 +61,14 @@ def per_type_rates(image: np.ndarray, iterations: int, repeats: int) -> Dict[str
     from data_processor.occlusion import occlude
     from tools.occlusion_examples import demo_rgba_occluder
 
+    from data_processor.occlusion.objects import DonorPool
+
     rgba = demo_rgba_occluder()
+    donors = DonorPool([ARCFACE_TEMPLATE_112] * 2, ["donor_a", "donor_b"], images=[image[:, ::-1].copy(), image])
+    extra = {"rgba": {"occluder": rgba}, "crowd": {"donors": donors, "identity": "target"}}
     rates = {}
     for kind in OCCLUSION_TYPES:
-        params = {"occluder": rgba} if kind == "rgba" else {}
+        params = extra.get(kind, {})
         rates[kind] = best_rate(lambda i: occlude(image, ARCFACE_TEMPLATE_112, kind, (0, i), **params),
                                 iterations, repeats)
     return rates
@@ -129,4 +134,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_cli(main))

@@ -4,12 +4,16 @@
 
 and exposes ``num_classes`` (read from the data, never typed in) and ``landmark_source``
 (``"file"``, ``"generator"`` or ``"template"``) so a run can say which landmarks it used.
+
+Horizontal flip is a data option of its own (``data.flip``), whether or not occlusion is on: ``FlipDataset`` wraps a
+plain dataset, the occlusion wrapper flips its clean/noisy/visibility/landmarks jointly; both call the one
+``flip_horizontal`` here.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -21,6 +25,21 @@ from data_processor.landmarks import ARCFACE_TEMPLATE_112, read_landmark_file
 
 logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+FLIP_ORDER = [1, 0, 2, 4, 3]  # landmark indices after a horizontal flip (left and right swap)
+
+
+def flip_horizontal(arrays: Sequence[np.ndarray], landmarks: np.ndarray,
+                    width: int) -> Tuple[List[np.ndarray], np.ndarray]:
+    """Mirror ``arrays`` (images, masks: width on the last axis) and their 5 ``landmarks`` together.
+
+    Pixel centres sit at integer x, so x becomes ``width - 1 - x``; the left and right points swap so that point 0
+    is still the eye on the image's left. Returns views of the arrays (make them contiguous when needed) and new
+    landmarks of the input's dtype.
+    """
+    flipped = [array[..., ::-1] for array in arrays]
+    points = np.asarray(landmarks)[FLIP_ORDER].copy()
+    points[:, 0] = width - 1 - points[:, 0]
+    return flipped, points
 
 
 class FaceDataset(Dataset):
@@ -124,3 +143,43 @@ class ImageFolderDataset(FaceDataset):
             raise ValueError(f"{root_path}: no images found in identity sub-folders")
         self.identities = identities
         super().__init__(root, items, landmarks_file, source=str(root_path))
+
+
+class FlipDataset(Dataset):
+    """Any dataset whose samples are mirrored (image and landmarks) with ``probability``, reproducibly: sample
+    ``index`` of epoch ``e`` flips iff ``default_rng([seed, e, index]).random() < probability`` (call ``set_epoch``).
+    Samples gain ``flipped`` (bool tensor). Built by ``build_train_dataset`` for ``data.flip`` when occlusion is off
+    (with occlusion on, the occlusion wrapper applies the same flip to all of its views)."""
+
+    def __init__(self, base: Dataset, probability: float = 0.5, seed: int = 0) -> None:
+        if not 0.0 <= float(probability) <= 1.0:
+            raise ValueError(f"data.flip: expected a probability in [0, 1], got {probability}")
+        self.base = base
+        self.probability = float(probability)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.trained_families: List[str] = []  # no occlusion: no occluder family seen in training
+
+    def __getattr__(self, name: str) -> Any:  # num_classes, landmark_source, items, ... of the wrapped dataset
+        if name == "base" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        sample = dict(self.base[index])
+        flip = bool(np.random.default_rng([self.seed, self.epoch, int(index)]).random() < self.probability)
+        if flip:
+            image = sample["image"].numpy()
+            (image,), points = flip_horizontal([image], sample["landmarks"].numpy(), image.shape[-1])
+            sample["image"] = torch.from_numpy(np.ascontiguousarray(image))
+            sample["landmarks"] = torch.from_numpy(points)
+        sample["flipped"] = torch.tensor(flip)
+        return sample

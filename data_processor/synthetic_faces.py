@@ -37,6 +37,7 @@ from data_processor.image_io import read_image, write_image
 from data_processor.landmarks import read_landmark_file, write_landmark_file
 from data_processor.synthetic_identity import Difficulty
 from data_processor.synthetic_render import write_identity_images_job
+from utils.cli import run_cli
 
 GENERATOR_NAME = "synthetic_faces"
 GENERATOR_VERSION = 1
@@ -389,4 +390,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

@@ -8,6 +8,14 @@ The switch below is the default; ``data.occlusion`` in a config overrides any of
 ``occlusion: true`` (or ``{}``) uses this file's values as they are; ``occlusion: null`` (the base config) trains
 on the plain dataset, without noisy views.
 
+Every type belongs to an occluder family (``data_processor/occlusion/families.py``: partial, geometric,
+upper_accessory, lower_accessory, object, user_art). ``exclude_families: [object, upper_accessory]`` drops whole
+families from training, so they can be judged as held out; ``trained_families(data.occlusion)`` (also
+``dataset.trained_families``) is what a run records.
+
+Horizontal flip: ``data.flip: 0.5`` (or ``{probability: 0.5, seed: 0}``) flips with or without occlusion; unset,
+plain datasets are not flipped and occlusion flips with ``FLIP_PROBABILITY`` (or ``data.occlusion.flip_probability``).
+
 Modes: ``clean`` (the noisy view is the clean image), ``partial`` (clean + landmark-guided partial views),
 ``synthetic`` (clean + drawn occluders / random shapes / user RGBA art), ``mixed`` (all of them). The
 probabilities are relative weights per type, renormalised over the types the mode allows; types left out of a
@@ -25,7 +33,10 @@ OCCLUSION_PROBABILITIES = {       # relative weight of each noisy-view type (ren
     "block": 0.04, "ellipse": 0.03, "polygon": 0.03,
     "gfro_box": 0.0,              # GFRO release's white eye/mouth boxes (baseline)
     "rgba": 0.0,                  # user RGBA occluders from rgba_dir (PNG + JSON anchors)
+    "object_photo": 0.0,          # photographed objects (family `object`: held out by default)
+    "crowd": 0.0,                 # other identities' faces from the same training set (family `object`)
 }
+OCCLUSION_EXCLUDE_FAMILIES = ()   # families never drawn, e.g. ("object", "upper_accessory")
 OCCLUSION_FILL = "mean"           # partial views: zero | mean | noise | blur | white | random
 FLIP_PROBABILITY = 0.5            # horizontal flip, applied jointly to clean, noisy, visibility and landmarks
 # -----------------------------------------------------------------------------------------------------------------
@@ -33,7 +44,7 @@ FLIP_PROBABILITY = 0.5            # horizontal flip, applied jointly to clean, n
 import importlib
 import logging
 import pkgutil
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -41,20 +52,25 @@ import torch
 from torch.utils.data import Dataset
 
 from data_processor import DATASETS
-from data_processor.occlusion import PARTIAL_VIEWS, SYNTHETIC_OCCLUDERS, load_rgba_occluders, occlude
+from data_processor.datasets import FLIP_ORDER, FlipDataset, flip_horizontal  # noqa: F401 (FLIP_ORDER: re-exported)
+from data_processor.occlusion import (IDENTITY_KINDS, OBJECT_OCCLUDERS, PARTIAL_VIEWS, SYNTHETIC_OCCLUDERS,
+                                      load_rgba_occluders, occlude)
+from data_processor.occlusion.families import check_families, family_of
+from data_processor.occlusion.objects import DatasetDonors
 from utils.registry import ConfigError, check_kwargs
 
 logger = logging.getLogger(__name__)
 
-OCCLUSION_TYPES: Tuple[str, ...] = ("clean",) + PARTIAL_VIEWS + SYNTHETIC_OCCLUDERS + ("gfro_box", "rgba")
-"""Public type ids: ``sample["occlusion_type"]`` indexes this tuple; entry 0 is ``clean``."""
+OCCLUSION_TYPES: Tuple[str, ...] = ("clean",) + PARTIAL_VIEWS + SYNTHETIC_OCCLUDERS + ("gfro_box", "rgba") \
+    + OBJECT_OCCLUDERS
+"""Public type ids: ``sample["occlusion_type"]`` indexes this tuple; entry 0 is ``clean`` (new types are appended,
+so the ids of existing types never change)."""
 MODE_TYPES: Dict[str, Tuple[str, ...]] = {
     "clean": ("clean",),
     "partial": ("clean",) + PARTIAL_VIEWS,
-    "synthetic": ("clean",) + SYNTHETIC_OCCLUDERS + ("gfro_box", "rgba"),
+    "synthetic": ("clean",) + SYNTHETIC_OCCLUDERS + ("gfro_box", "rgba") + OBJECT_OCCLUDERS,
     "mixed": OCCLUSION_TYPES,
 }
-FLIP_ORDER = [1, 0, 2, 4, 3]  # landmark indices after a horizontal flip (left and right swap)
 
 
 def single_threaded_opencv() -> None:
@@ -71,22 +87,48 @@ def single_threaded_opencv() -> None:
 
 
 def resolve_probabilities(mode: str, probabilities: Optional[Mapping[str, float]],
-                          where: str = "data.occlusion") -> Tuple[Tuple[str, ...], np.ndarray]:
-    """(types, normalised probabilities) for ``mode``: the file's weights updated with ``probabilities``."""
+                          where: str = "data.occlusion",
+                          exclude_families: Optional[Sequence[str]] = None) -> Tuple[Tuple[str, ...], np.ndarray]:
+    """(types, normalised probabilities) for ``mode``: the file's weights updated with ``probabilities``, without
+    the types of ``exclude_families`` (default: the switch's OCCLUSION_EXCLUDE_FAMILIES)."""
     if mode not in MODE_TYPES:
         raise ConfigError(f"{where}.mode: expected one of {tuple(MODE_TYPES)}, got {mode!r}")
+    excluded = set(check_families(OCCLUSION_EXCLUDE_FAMILIES if exclude_families is None else exclude_families,
+                                  f"{where}.exclude_families"))
     weights = dict(OCCLUSION_PROBABILITIES)
     for name, value in (probabilities or {}).items():
         if name not in OCCLUSION_TYPES:
             raise ConfigError(f"{where}.probabilities: unknown type {name!r}; known: {', '.join(OCCLUSION_TYPES)}")
         if not isinstance(value, (int, float)) or value < 0:
             raise ConfigError(f"{where}.probabilities.{name}: expected a number >= 0, got {value!r}")
+        if value > 0 and family_of(name) in excluded:
+            raise ConfigError(f"{where}.probabilities.{name}: {value} for a type of family {family_of(name)!r}, "
+                              f"which {where}.exclude_families excludes")
         weights[name] = float(value)
-    types = tuple(name for name in MODE_TYPES[mode] if weights.get(name, 0.0) > 0)
+    types = tuple(name for name in MODE_TYPES[mode] if weights.get(name, 0.0) > 0 and family_of(name) not in excluded)
     if not types:
-        raise ConfigError(f"{where}: mode {mode!r} allows {MODE_TYPES[mode]}, but all their probabilities are 0")
+        raise ConfigError(f"{where}: mode {mode!r} allows {MODE_TYPES[mode]}, but all their probabilities are 0"
+                          + (f" once families {sorted(excluded)} are excluded" if excluded else ""))
     values = np.array([weights[name] for name in types], dtype=np.float64)
     return types, values / values.sum()
+
+
+def trained_families(occlusion_cfg: Union[None, bool, Mapping[str, Any]]) -> List[str]:
+    """The occluder families a run with ``data.occlusion = occlusion_cfg`` draws from (nonzero probability under
+    the resolved mode, probabilities and exclude_families), sorted; ``[]`` for ``null`` / ``false`` (no occlusion).
+
+    This is what a run records (results.json, model_meta.json) and what ``seen_or_held_out`` compares a test set's
+    occlusion against. ``clean`` belongs to no family.
+    """
+    if occlusion_cfg is None or occlusion_cfg is False:
+        return []
+    occlusion = {} if occlusion_cfg is True else occlusion_cfg
+    if not isinstance(occlusion, Mapping):
+        raise ConfigError(f"data.occlusion: expected a mapping (or true / null), got {occlusion_cfg!r}")
+    mode = occlusion.get("mode")
+    types, _ = resolve_probabilities(OCCLUSION_MODE if mode is None else mode, occlusion.get("probabilities"),
+                                     exclude_families=occlusion.get("exclude_families"))
+    return sorted({family for family in map(family_of, types) if family is not None})
 
 
 class OcclusionTrainDataset(Dataset):
@@ -101,15 +143,19 @@ class OcclusionTrainDataset(Dataset):
 
     ``params`` passes options per type, e.g. ``{"block": {"area_ratio": [0.0, 0.35]}, "mask": {"style": "cloth"}}``;
     ``rgba_dir`` is a folder of user RGBA occluders (``NAME.png`` + ``NAME.json`` anchors) for type ``rgba``.
+    ``exclude_families`` drops every type of those families; ``trained_families`` lists the families drawn from.
+    Type ``crowd`` takes its donor faces from ``base`` (other identities) unless ``params.crowd.donors`` is set.
     """
 
     def __init__(self, base: Dataset, mode: Optional[str] = None, probabilities: Optional[Mapping[str, float]] = None,
                  fill: Optional[str] = None, seed: int = 0, flip_probability: Optional[float] = None,
                  num_views: int = 1, params: Optional[Mapping[str, Mapping[str, Any]]] = None,
-                 rgba_dir: Optional[str] = None) -> None:
+                 rgba_dir: Optional[str] = None, exclude_families: Optional[Sequence[str]] = None) -> None:
         self.base = base
         self.mode = OCCLUSION_MODE if mode is None else mode
-        self.types, self.probabilities = resolve_probabilities(self.mode, probabilities)
+        self.types, self.probabilities = resolve_probabilities(self.mode, probabilities,
+                                                               exclude_families=exclude_families)
+        self.trained_families: List[str] = sorted({f for f in map(family_of, self.types) if f is not None})
         self._cumulative = np.cumsum(self.probabilities)
         self._type_ids = {name: OCCLUSION_TYPES.index(name) for name in self.types}
         self.fill = OCCLUSION_FILL if fill is None else fill
@@ -123,8 +169,9 @@ class OcclusionTrainDataset(Dataset):
         self.epoch = 0
         self.params = self._type_params(params or {}, rgba_dir)
         single_threaded_opencv()
-        logger.info("occlusion: mode %s, %d types, fill %s, seed %d, landmarks from %s", self.mode, len(self.types),
-                    self.fill, self.seed, self.landmark_source)
+        logger.info("occlusion: mode %s, %d types, families %s, fill %s, seed %d, landmarks from %s", self.mode,
+                    len(self.types), ", ".join(self.trained_families) or "none", self.fill, self.seed,
+                    self.landmark_source)
 
     def _type_params(self, params: Mapping[str, Mapping[str, Any]],
                      rgba_dir: Optional[str]) -> Dict[str, Dict[str, Any]]:
@@ -140,12 +187,20 @@ class OcclusionTrainDataset(Dataset):
             if not isinstance(options, Mapping):
                 raise ConfigError(f"data.occlusion.params.{name}: expected a mapping of options, got {options!r}")
             check_kwargs(OCCLUDERS.get(name), options, f"data.occlusion.params.{name}")
+            if name in IDENTITY_KINDS and "identity" in options:
+                raise ConfigError(f"data.occlusion.params.{name}.identity: set per sample (its label), "
+                                  f"not in the config")
             if name in resolved:
                 resolved[name].update(options)
         if "rgba" in resolved:
             if rgba_dir is None:
                 raise ConfigError("data.occlusion: type 'rgba' has a non-zero probability but rgba_dir is not set")
             resolved["rgba"]["occluder"] = load_rgba_occluders(rgba_dir)
+        if "crowd" in resolved and "donors" not in resolved["crowd"]:
+            try:
+                resolved["crowd"]["donors"] = DatasetDonors(self.base)
+            except ValueError as error:
+                raise ConfigError(f"data.occlusion: type 'crowd': {error}") from None
         return resolved
 
     @property
@@ -178,16 +233,16 @@ class OcclusionTrainDataset(Dataset):
         noisy_views, visibility_views, type_ids = [], [], []
         for _ in range(self.num_views):
             kind = self._draw_type(rng)
-            noisy, visibility = occlude(rgb, landmarks, kind, rng, **self.params[kind])
+            extra = {"identity": int(sample["label"])} if kind in IDENTITY_KINDS else {}
+            noisy, visibility = occlude(rgb, landmarks, kind, rng, **self.params[kind], **extra)
             noisy_views.append(noisy)
             visibility_views.append(visibility)
             type_ids.append(self._type_ids[kind])
         noisy_chw = np.stack(noisy_views).transpose(0, 3, 1, 2)
         visibility_1hw = np.stack(visibility_views)[:, None]
         if flip:
-            clean_chw, noisy_chw, visibility_1hw = clean_chw[..., ::-1], noisy_chw[..., ::-1], visibility_1hw[..., ::-1]
-            landmarks = landmarks[FLIP_ORDER]
-            landmarks[:, 0] = rgb.shape[1] - 1 - landmarks[:, 0]
+            (clean_chw, noisy_chw, visibility_1hw), landmarks = flip_horizontal(
+                [clean_chw, noisy_chw, visibility_1hw], landmarks, rgb.shape[1])
             sample["image"] = torch.from_numpy(np.ascontiguousarray(clean_chw))
         noisy_t = torch.from_numpy(np.ascontiguousarray(noisy_chw))
         visibility_t = torch.from_numpy(visibility_1hw.astype(np.float32))
@@ -211,19 +266,51 @@ def register_dataset_modules() -> None:
             importlib.import_module(f"data_processor.{module.name}")
 
 
+def resolve_flip(flip: Union[None, float, Mapping[str, Any]]) -> Optional[Tuple[float, Optional[int]]]:
+    """``data.flip`` → ``(probability, seed or None)``; None when unset. A number is the probability; a mapping
+    holds ``probability`` and optionally ``seed``."""
+    if flip is None:
+        return None
+    if isinstance(flip, Mapping):
+        unknown = sorted(set(flip) - {"probability", "seed"})
+        if unknown or "probability" not in flip:
+            raise ConfigError(f"data.flip: expected a probability or {{probability: p, seed: s}}, got {dict(flip)!r}")
+        probability, seed = flip["probability"], flip.get("seed")
+    else:
+        probability, seed = flip, None
+    if isinstance(probability, bool) or not isinstance(probability, (int, float)) or not 0 <= probability <= 1:
+        raise ConfigError(f"data.flip: expected a probability in [0, 1], got {probability!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError(f"data.flip.seed: expected an integer >= 0, got {seed!r}")
+    return float(probability), seed
+
+
 def build_train_dataset(data_cfg: Mapping[str, Any]) -> Dataset:
-    """``data.train`` built through DATASETS, wrapped in OcclusionTrainDataset when ``data.occlusion`` is set."""
+    """``data.train`` built through DATASETS, wrapped in OcclusionTrainDataset when ``data.occlusion`` is set, or in
+    FlipDataset when only ``data.flip`` is (the occlusion wrapper does the flip itself, on all its views)."""
     if "train" not in data_cfg:
         raise ConfigError("data: missing the 'train' section "
                           "(e.g. {type: ImageListDataset, root: ..., list_file: ...})")
     register_dataset_modules()
-    dataset = DATASETS.build(data_cfg["train"], where="data.train")
+    flip = resolve_flip(data_cfg.get("flip"))
     occlusion = data_cfg.get("occlusion")
-    if occlusion is None or occlusion is False:
-        return dataset
     if occlusion is True:
         occlusion = {}
-    if not isinstance(occlusion, Mapping):
+    if occlusion is not None and occlusion is not False and not isinstance(occlusion, Mapping):
         raise ConfigError(f"data.occlusion: expected a mapping (or true / null), got {occlusion!r}")
+    dataset = DATASETS.build(data_cfg["train"], where="data.train")
+    if occlusion is None or occlusion is False:
+        if flip is None or flip[0] == 0.0:
+            return dataset
+        return FlipDataset(dataset, probability=flip[0], seed=0 if flip[1] is None else flip[1])
     check_kwargs(OcclusionTrainDataset, occlusion, "data.occlusion")
+    if flip is not None:
+        given = occlusion.get("flip_probability")
+        if given is not None and float(given) != flip[0]:
+            raise ConfigError(f"data.flip ({flip[0]}) and data.occlusion.flip_probability ({given}) disagree; "
+                              f"set one of them")
+        if flip[1] is not None:
+            raise ConfigError("data.flip.seed: with data.occlusion on, the flip is drawn from data.occlusion.seed "
+                              "(one draw per sample decides flip and occluder); drop data.flip.seed")
+        occlusion = {**occlusion, "flip_probability": flip[0]}
     return OcclusionTrainDataset(dataset, **occlusion)

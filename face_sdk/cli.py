@@ -23,6 +23,7 @@ from face_sdk.detector import FaceDetector
 from face_sdk.pipeline import FacePipeline, FaceResult, draw_detections
 from face_sdk.recognizer import load_recognizer
 from face_sdk.released import DEFAULT_DETECTOR, RELEASED_DETECTORS, RELEASED_RECOGNIZERS
+from utils.cli import run_cli
 
 DEFAULT_MODEL = "foamliu_mobilefacenet_ms1m"
 
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> Any:
     if threshold is None:
         threshold = recognizer.meta.provenance.get("results", {}).get("lfw_cosine_threshold")
         if threshold is None:
-            raise SystemExit(f"model {args.model} has no LFW threshold in its model meta; pass --threshold")
+            raise ValueError(f"model {args.model} has no LFW threshold in its model meta; pass --threshold")
     images = [load_image_argument(a) for a in args.images]
     result = pipeline.verify(images[0], images[1], threshold, sources=args.images)
     return {"images": list(args.images), "model": recognizer.meta.name or recognizer.meta.arch,
@@ -127,11 +128,7 @@ def run(args: argparse.Namespace) -> Any:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        output = run(args)
-    except (FileNotFoundError, ValueError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    output = run(args)  # bad input raises; run as a command, utils.cli.run_cli prints it as one 'error:' line
     json.dump(output, sys.stdout, indent=2)
     sys.stdout.write("\n")
     if args.command == "verify":
@@ -141,4 +138,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_cli(main))

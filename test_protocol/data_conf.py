@@ -1,10 +1,12 @@
 """The evaluation sets of ``data_conf.yaml``, with their paths resolved.
 
-Paths in the file are never absolute: a bare relative path is under ``$FACE_DATA_ROOT`` (default: the repository's
-``data_cache/``); a path starting with ``${SHARED_ROOT}`` is under ``$SHARED_ROOT`` (default: ``../shared`` next to
-the repository) and ``${FACE_DATA_ROOT}`` may be written explicitly. Every entry holds the keyword arguments of a
-protocol in ``PROTOCOLS`` (``type`` defaults to ``PairVerification``) plus an optional ``builder``: the routine that
-creates an embedded synthetic set when its pairs file is missing (``synthetic_faces``, ``synthetic_occluded``).
+Paths: a bare relative path is under ``$FACE_DATA_ROOT`` (default: the repository's ``data_cache/``); a path
+starting with ``${SHARED_ROOT}`` is under ``$SHARED_ROOT`` (default: ``../shared`` next to the repository) and
+``${FACE_DATA_ROOT}`` may be written explicitly; an absolute path (or ``~/...``) is used as it is — a user's own
+``data_conf.yaml`` may point at data wherever it lives (the shipped file uses none, so it works on any machine).
+Every entry holds the keyword arguments of a protocol in ``PROTOCOLS`` (``type`` defaults to ``PairVerification``)
+plus an optional ``builder``: the routine that creates an embedded synthetic set when its pairs file is missing
+(``synthetic_faces``, ``synthetic_occluded``).
 
 ``protocol_config("SYNTH")`` is what a protocol list (``eval.protocols`` or ``test_lfw_adapt``) uses: the entry,
 resolved, built if needed, ready for ``PROTOCOLS.build``. In a config, ``{set: SYNTH-MASK, variant: both}`` names it.
@@ -32,16 +34,18 @@ def data_roots() -> Dict[str, Path]:
 
 
 def resolve_path(value: str, roots: Dict[str, Path], where: str) -> str:
-    """``${VAR}/rest`` → roots[VAR]/rest; bare relative → FACE_DATA_ROOT/value; absolute paths are refused."""
+    """``${VAR}/rest`` → roots[VAR]/rest; absolute (or ``~/``) → itself; bare relative → FACE_DATA_ROOT/value.
+    Any other ``$`` (``$HOME/x``, ``a/${X}``) is an error: only the two roots above are variables here."""
     if value.startswith("${"):
         variable, _, rest = value[2:].partition("}")
         if variable not in roots:
             raise ConfigError(f"{where}: unknown variable ${{{variable}}}; known: {sorted(roots)}")
         return str(roots[variable] / rest.lstrip("/"))
-    if Path(value).is_absolute() or "$" in value:
-        raise ConfigError(f"{where}: paths must be relative to $FACE_DATA_ROOT or start with ${{SHARED_ROOT}}, "
-                          f"got {value!r}")
-    return str(roots["FACE_DATA_ROOT"] / value)
+    if "$" in value:
+        raise ConfigError(f"{where}: a path is absolute, relative to $FACE_DATA_ROOT, or starts with ${{SHARED_ROOT}} "
+                          f"or ${{FACE_DATA_ROOT}}; got {value!r}")
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else roots["FACE_DATA_ROOT"] / value)
 
 
 def build_embedded_set(builder: str) -> None:
@@ -51,14 +55,18 @@ def build_embedded_set(builder: str) -> None:
         from data_processor.synthetic_faces import ensure_synthetic_faces
 
         ensure_synthetic_faces(face_data_root / "synthetic_faces")
-    elif builder == "synthetic_occluded":
-        from test_protocol.lfw.occluded_set_builder import ensure_synthetic_occluded
+    elif builder == "synthetic_occluded" or builder.startswith("synthetic_occluded:"):
+        # "synthetic_occluded" builds the default kinds (mask, sunglasses, crop); "synthetic_occluded:KIND" one kind
+        from test_protocol.lfw.occluded_set_builder import SYNTHETIC_KINDS, ensure_synthetic_occluded
 
         if not (face_data_root / "synthetic_faces" / "test" / "pairs.txt").is_file():
             build_embedded_set("synthetic_faces")
-        ensure_synthetic_occluded(face_data_root / "synthetic_faces" / "test", face_data_root / "synthetic_occluded")
+        kind = builder.partition(":")[2]
+        ensure_synthetic_occluded(face_data_root / "synthetic_faces" / "test", face_data_root / "synthetic_occluded",
+                                  kinds=(kind,) if kind else SYNTHETIC_KINDS)
     else:
-        raise ConfigError(f"data_conf.yaml: unknown builder {builder!r}; known: synthetic_faces, synthetic_occluded")
+        raise ConfigError(f"data_conf.yaml: unknown builder {builder!r}; known: synthetic_faces, synthetic_occluded, "
+                          f"synthetic_occluded:KIND")
 
 
 def protocol_config(entry: Dict[str, Any]) -> Dict[str, Any]:

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from data_processor.image_io import read_image
 from data_processor.preprocess import PreprocessSpec, preprocess
+from utils.progress import progress as progress_bar
 
 FLIP_MODES = ("none", "sum", "norm_weighted")
 ImageSource = Union[Sequence[Union[str, Path]], Dataset, Sequence[Any]]
@@ -128,7 +128,7 @@ def extract_views(model: torch.nn.Module, images: ImageSource, spec: PreprocessS
     channels_last = prefers_channels_last(model, device)
     plain, flipped = [], []
     try:
-        for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+        for batch in progress_bar(loader, desc=desc, unit="batch", disable=not progress, leave=False):
             if isinstance(batch, list):
                 outputs = torch.cat([_forward(model, image[None], spec, device, with_flip, channels_last)
                                      for image in batch])

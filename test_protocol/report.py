@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 from test_protocol.evaluate import table_cells
+from test_protocol.verification_metrics import spread_label
 from utils.checkpoint import atomic_write_text
 
 Curve = Tuple[np.ndarray, np.ndarray]
@@ -46,7 +47,7 @@ def plot_roc_curves(curves: Mapping[Tuple[str, str], Curve], path: Path) -> List
 def plot_accuracy_bars(rows: Sequence[Mapping[str, Any]], out: Path, group_key: str = "variant",
                        title: str = "", ylim: Tuple[float, float] = (0, 100)) -> Path:
     """Bars per set, one per ``group_key`` value (the variant; or a model / ablation row): 10-fold accuracy
-    (MeGlass: Rank-1), with the spread as error bar and the value written on top."""
+    (MeGlass: Rank-1), with the spread as error bar (the axis label says which: s.e. or std) and the value on top."""
     from matplotlib.figure import Figure
 
     scored = [row for row in rows if "status" not in row]
@@ -63,7 +64,10 @@ def plot_accuracy_bars(rows: Sequence[Mapping[str, Any]], out: Path, group_key: 
         axes.bar_label(bars, fmt="%.1f", fontsize=6, padding=2)
     axes.set_xticks(np.arange(len(sets)) + width * (len(groups) - 1) / 2, sets, rotation=30, ha="right")
     rank1 = any("accuracy" not in row and "rank1" in row for row in scored)
-    axes.set(ylabel="accuracy %" + (" (MeGlass: rank-1 %)" if rank1 else ""), ylim=(ylim[0], ylim[1] + 3))
+    kinds = sorted({row["spread_kind"] for row in scored if "spread_kind" in row})
+    bars_are = f"; error bars ± {' / '.join(spread_label(kind) for kind in kinds)}" if kinds else ""
+    axes.set(ylabel="accuracy %" + (" (MeGlass: rank-1 %)" if rank1 else "") + bars_are,
+             ylim=(ylim[0], ylim[1] + 3))
     axes.set_title(title, fontsize=9)
     axes.legend(fontsize=8)
     figure.tight_layout()

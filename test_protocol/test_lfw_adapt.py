@@ -23,6 +23,7 @@ from test_protocol.data_conf import load_data_conf, protocol_config
 from test_protocol.evaluate import build_protocols, format_table, run_protocols
 from test_protocol.model_loading import SELECTION_RULE, load_for_evaluation
 from utils.checkpoint import atomic_write_text
+from utils.cli import run_cli
 
 logger = logging.getLogger("test_lfw_adapt")
 
@@ -82,4 +83,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_cli(main))

@@ -74,6 +74,14 @@ def kfold_insightface(distances: np.ndarray, issame: np.ndarray, num_folds: int)
     return np.asarray(accuracies), np.asarray(thresholds)
 
 
+SPREAD_LABELS = {"sem": "s.e.", "std": "std"}
+
+
+def spread_label(kind: str) -> str:
+    """What a ± of this spread kind is, for tables and captions: ``s.e.`` (facexzoo) or ``std`` (insightface)."""
+    return SPREAD_LABELS.get(kind, kind)
+
+
 def spread(values: Sequence[float], kind: str) -> float:
     """``std``: population std (ddof 0, insightface); ``sem``: std(ddof 1)/√k (FaceX-Zoo's standard error)."""
     values = np.asarray(values, dtype=np.float64)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from data_processor.landmarks import ARCFACE_TEMPLATE_112
-from data_processor.occlusion import (DRAWN_OCCLUDERS, OCCLUDERS, PARTIAL_VIEWS, RANDOM_SHAPES, SYNTHETIC_OCCLUDERS,
-                                      occlude)
+from data_processor.occlusion import (DRAWN_OCCLUDERS, OBJECT_OCCLUDERS, OCCLUDERS, PARTIAL_VIEWS, RANDOM_SHAPES,
+                                      SYNTHETIC_OCCLUDERS, DonorPool, occlude)
 from utils.registry import ConfigError
 
 KINDS = [name for name in OCCLUDERS.names() if name != "rgba"]  # rgba needs an occluder: tests/test_occlusion_rgba.py
@@ -16,6 +16,15 @@ LEFT_EYE, RIGHT_EYE, NOSE, LEFT_MOUTH, RIGHT_MOUTH = range(5)
 
 def noise_image(height: int = 112, width: int = 112, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+NOISE_DONORS = DonorPool([ARCFACE_TEMPLATE_112] * 3, ["d0", "d1", "d2"],
+                         images=[noise_image(seed=100 + k) for k in range(3)])
+
+
+def kind_params(kind: str, donors: DonorPool = NOISE_DONORS) -> dict:
+    """What a kind needs besides the image: crowd takes faces from a donor pool (tests/test_occlusion_objects.py)."""
+    return {"donors": donors} if kind == "crowd" else {}
 
 
 def similarity_landmarks(seed: int, size: int = 112) -> np.ndarray:
@@ -37,7 +46,8 @@ def visible_at(visibility: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def test_registry_lists_every_family():
-    assert set(PARTIAL_VIEWS) | set(SYNTHETIC_OCCLUDERS) | {"clean", "gfro_box", "rgba"} == set(OCCLUDERS.names())
+    assert set(PARTIAL_VIEWS) | set(SYNTHETIC_OCCLUDERS) | set(OBJECT_OCCLUDERS) | {"clean", "gfro_box", "rgba"} \
+        == set(OCCLUDERS.names())
     assert SYNTHETIC_OCCLUDERS == DRAWN_OCCLUDERS + RANDOM_SHAPES
 
 
@@ -45,7 +55,7 @@ def test_registry_lists_every_family():
 def test_visibility_marks_exactly_the_changed_pixels(kind):
     image = noise_image()
     for index, (_, points) in enumerate(FACES):
-        noisy, visibility = occlude(image, points, kind, (0, index))
+        noisy, visibility = occlude(image, points, kind, (0, index), **kind_params(kind))
         assert noisy.dtype == np.uint8 and noisy.shape == image.shape
         assert visibility.dtype == np.uint8 and visibility.shape == image.shape[:2]
         assert set(np.unique(visibility)) <= {0, 1}
@@ -75,7 +85,7 @@ def test_partial_view_fills_keep_the_mask_exact(fill):
 def test_input_array_is_never_modified(kind):
     image = noise_image(seed=1)
     before = image.copy()
-    noisy, visibility = occlude(image, ARCFACE_TEMPLATE_112, kind, (0, 3))
+    noisy, visibility = occlude(image, ARCFACE_TEMPLATE_112, kind, (0, 3), **kind_params(kind))
     assert np.array_equal(image, before)
     assert image.flags.writeable
     assert not np.shares_memory(noisy, image) and not np.shares_memory(visibility, image)
@@ -86,9 +96,9 @@ def test_same_seed_same_bytes_other_seed_differs(kind):
     image = noise_image(seed=2)
     differing = 0
     for index in range(5):
-        first = occlude(image, ARCFACE_TEMPLATE_112, kind, (7, index))
-        again = occlude(image, ARCFACE_TEMPLATE_112, kind, (7, index))
-        other = occlude(image, ARCFACE_TEMPLATE_112, kind, (8, index))
+        first = occlude(image, ARCFACE_TEMPLATE_112, kind, (7, index), **kind_params(kind))
+        again = occlude(image, ARCFACE_TEMPLATE_112, kind, (7, index), **kind_params(kind))
+        other = occlude(image, ARCFACE_TEMPLATE_112, kind, (8, index), **kind_params(kind))
         assert first[0].tobytes() == again[0].tobytes() and first[1].tobytes() == again[1].tobytes()
         differing += first[0].tobytes() != other[0].tobytes()
     if kind not in ("clean", "gfro_box"):  # gfro_box: two fixed boxes, only the choice is random (tested below)

@@ -7,17 +7,19 @@ import pytest
 
 from data_processor.image_io import read_image
 from data_processor.landmarks import ARCFACE_TEMPLATE_112
-from data_processor.occlusion import OCCLUDERS, occlude
-from tests.test_occlusion import EXPECTED_VISIBLE, visible_at
+from data_processor.occlusion import OCCLUDERS, DonorPool, occlude
+from tests.test_occlusion import EXPECTED_VISIBLE, kind_params, visible_at
 
 KINDS = [name for name in OCCLUDERS.names() if name != "rgba"]
 
 
 def check_faces(faces) -> None:
+    donors = DonorPool([points for _, points in faces], list(range(len(faces))), images=[image for image, _ in faces])
     for face_index, (image, points) in enumerate(faces):
         for kind in KINDS:
+            params = {**kind_params(kind, donors), "identity": face_index} if kind == "crowd" else {}
             for seed in range(3):
-                noisy, visibility = occlude(image, points, kind, (seed, face_index))
+                noisy, visibility = occlude(image, points, kind, (seed, face_index), **params)
                 changed = (noisy != image).any(axis=2)
                 assert not (changed & (visibility == 1)).any(), f"{kind}: changed pixels marked visible"
                 if kind not in EXPECTED_VISIBLE:

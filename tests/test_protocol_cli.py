@@ -70,8 +70,9 @@ def test_data_conf_paths_resolve_against_the_environment(data_root, monkeypatch)
     roots = {"FACE_DATA_ROOT": Path("/data"), "SHARED_ROOT": Path("/elsewhere/shared")}
     assert resolve_path("lfw_aligned", roots, "x") == "/data/lfw_aligned"
     assert resolve_path("${SHARED_ROOT}/data/lfw/pairs.txt", roots, "x") == "/elsewhere/shared/data/lfw/pairs.txt"
-    with pytest.raises(ConfigError, match="paths must be relative"):
-        resolve_path("/abs/path", roots, "x")
+    assert resolve_path("/abs/path", roots, "x") == "/abs/path"  # a user's data lives wherever they keep it
+    with pytest.raises(ConfigError, match=r"got '\$HOME/x'"):
+        resolve_path("$HOME/x", roots, "x")
     with pytest.raises(ConfigError, match=r"unknown variable \$\{HOME\}"):
         resolve_path("${HOME}/x", roots, "x")
     entries = load_data_conf(data_root / "data_conf.yaml", ["TINY"])

@@ -237,3 +237,64 @@ def test_every_dataset_format_can_be_wrapped(image_folder, tmp_path):
         assert sample["noisy"].shape == sample["image"].shape == (3, 112, 112)
         changed = (sample["noisy"] != sample["image"]).any(dim=0)
         assert not (changed & (sample["visibility"][0] == 1)).any()
+
+
+# ---- data.flip: a data option of its own, with or without occlusion ----------------------------------------------
+def test_flip_without_occlusion_mirrors_image_and_landmarks(image_folder):
+    import cv2
+
+    from data_processor.datasets import FlipDataset
+
+    cfg = {"train": folder_cfg(image_folder, landmarks=True), "occlusion": None, "flip": 0.5}
+    dataset, again = build_train_dataset(cfg), build_train_dataset(cfg)
+    base = ImageFolderDataset(str(image_folder / "images"), landmarks_file=str(image_folder / "landmarks.txt"))
+    assert isinstance(dataset, FlipDataset) and dataset.num_classes == 4 and dataset.landmark_source == "file"
+    assert dataset.trained_families == []
+    flips = []
+    for index in range(len(dataset)):
+        sample, plain = dataset[index], base[index]
+        assert torch.equal(sample["image"], again[index]["image"])  # reproducible
+        flips.append(bool(sample["flipped"]))
+        if sample["flipped"]:
+            expected = cv2.flip(np.ascontiguousarray(plain["image"].numpy().transpose(1, 2, 0)), 1)
+            assert np.array_equal(sample["image"].numpy().transpose(1, 2, 0), expected)
+            points = plain["landmarks"][FLIP_ORDER].clone()
+            points[:, 0] = 111 - points[:, 0]
+            assert torch.allclose(sample["landmarks"], points)
+            assert sample["landmarks"][0, 0] < sample["landmarks"][1, 0]
+        else:
+            assert torch.equal(sample["image"], plain["image"])
+    assert 0 < sum(flips) < len(flips)
+    dataset.set_epoch(1)
+    assert [bool(dataset[i]["flipped"]) for i in range(len(dataset))] != flips  # another epoch, other flips
+    assert isinstance(build_train_dataset({**cfg, "flip": 0.0}), ImageFolderDataset)
+    assert isinstance(build_train_dataset({**cfg, "flip": None}), ImageFolderDataset)  # unset: as before, no flip
+    seeded = build_train_dataset({**cfg, "flip": {"probability": 0.5, "seed": 3}})
+    assert seeded.seed == 3 and seeded.probability == 0.5
+
+
+def test_flip_with_occlusion_is_the_occlusion_wrappers_joint_flip(image_folder):
+    train = folder_cfg(image_folder)
+    never = build_train_dataset({"train": train, "occlusion": {"seed": 1}, "flip": 0.0})
+    always = build_train_dataset({"train": train, "occlusion": {"seed": 1}, "flip": 1.0})
+    assert isinstance(always, OcclusionTrainDataset) and always.flip_probability == 1.0
+    for index in range(3):
+        a, b = never[index], always[index]
+        assert not a["flipped"] and b["flipped"]
+        for key in ("image", "noisy", "visibility"):
+            assert torch.equal(b[key], a[key].flip(-1)), key
+    default = build_train_dataset({"train": train, "occlusion": {}})
+    assert default.flip_probability == 0.5  # unset: the switch's FLIP_PROBABILITY, as before
+
+
+def test_flip_config_errors(image_folder):
+    train = folder_cfg(image_folder)
+    cases = [({"flip": 1.5}, "data.flip: expected a probability"),
+             ({"flip": "yes"}, "data.flip: expected a probability"),
+             ({"flip": {"p": 0.5}}, "data.flip: expected a probability or"),
+             ({"flip": {"probability": 0.5, "seed": -1}}, "data.flip.seed"),
+             ({"flip": 0.5, "occlusion": {"flip_probability": 0.2}}, "disagree"),
+             ({"flip": {"probability": 0.5, "seed": 1}, "occlusion": {}}, "drop data.flip.seed")]
+    for extra, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            build_train_dataset({"train": train, "occlusion": None, **extra})

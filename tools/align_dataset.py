@@ -12,7 +12,11 @@ Writes into ``--output``:
 * ``no_face.txt`` — ``relative/path<TAB>reason<TAB>action`` for every image where no face was found: nothing is
   dropped silently. Policy ``--no-face center_crop`` (default) writes the central part of the image (LFW images
   are centred deep-funneled crops) resized to the template size; ``--no-face skip`` writes no crop;
-* ``summary.json`` — counts, settings, and speed (images/s).
+* ``summary.json`` — counts, settings, speed (images/s) and provenance: the sha256 of every file written
+  (``files``; ``files_sha256`` over them), of every input image (``inputs``; ``input_sha256``), of the detector
+  weights and of the aligning code (``code_sha256`` over ``CODE_MODULES``). ``ensure_aligned`` reuses a folder only
+  when all of these still match (inputs and outputs re-hashed) and it holds the crops needed, and rebuilds it
+  otherwise.
 
 Face choice when several are found: among faces scoring at least half the best score, the one whose box centre is
 closest to the image centre (the LFW convention: the labelled person is centred, bystanders sit at the edges).
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -32,9 +37,19 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from utils.cli import run_cli
+from utils.progress import progress as progress_bar
+from utils.provenance import checksums_digest, file_checksums, sha256_file, source_digest, verify_checksums
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 LFW_NAME = re.compile(r"^(?P<person>.+)_(?P<number>\d{4})$")
 CHUNK = 16
+# the code an aligned folder depends on (its digest is recorded in summary.json; a change means a rebuild)
+CODE_MODULES = ("tools.align_dataset", "face_sdk.aligner", "face_sdk.detector", "face_sdk.priors",
+                "face_sdk.retinaface", "face_sdk.released", "face_sdk.weights", "face_sdk.restricted_pickle",
+                "data_processor.landmarks", "data_processor.image_io")
+SETTINGS_KEYS = ("template", "detector", "score_threshold", "min_short_side", "no_face_policy", "fallback_fraction",
+                 "layout")
 
 
 @dataclass(frozen=True)
@@ -139,8 +154,6 @@ def _align_chunk(job: Tuple[str, str, Sequence[Tuple[str, str]]]) -> List[ImageR
 def align_folder(input_root: Path, output_root: Path, settings: AlignSettings, layout: str = "mirror",
                  workers: int = 1, progress: bool = True) -> Tuple[List[ImageResult], float]:
     """Align every image under ``input_root``; returns the per-image results (input order) and the seconds taken."""
-    from tqdm import tqdm
-
     files = list_images(input_root)
     targets = [output_path(f, layout) for f in files]
     if len(set(targets)) != len(targets):
@@ -150,7 +163,7 @@ def align_folder(input_root: Path, output_root: Path, settings: AlignSettings, l
     output_root.mkdir(parents=True, exist_ok=True)
     results: List[ImageResult] = []
     start = time.perf_counter()
-    bar = tqdm(total=len(pairs), unit="img", disable=not progress, desc="align")
+    bar = progress_bar(total=len(pairs), unit="img", disable=not progress, desc="align")
     if workers <= 1:
         _init_worker(settings, threads=2)
         for job in jobs:
@@ -189,8 +202,104 @@ def write_reports(output_root: Path, results: Sequence[ImageResult], settings: A
         "score_threshold": settings.score_threshold, "min_short_side": settings.min_short_side,
         "fallback_fraction": settings.fallback_fraction, "seconds": round(seconds, 1),
         "images_per_second": round(len(results) / max(seconds, 1e-9), 2),
+        **provenance(input_root, [r.source for r in results], settings.detector),
     }
+    files = file_checksums(output_root, exclude=("summary.json",))
+    summary.update(files_sha256=checksums_digest(files), files=files)
     (output_root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def detector_weights_path(detector: str) -> Path:
+    """The weights file a released detector name (or a path) stands for."""
+    from face_sdk.released import RELEASED_DETECTORS, default_weights_dir
+
+    if detector in RELEASED_DETECTORS:
+        return default_weights_dir() / RELEASED_DETECTORS[detector].file
+    return Path(detector)
+
+
+def provenance(input_root: Path, sources: Iterable[str], detector: str) -> Dict[str, object]:
+    """What an aligned folder depends on besides its settings: each input image's sha256 (``inputs``, and
+    ``input_sha256`` over them), the detector weights' and the aligning code's (``CODE_MODULES``)."""
+    inputs = file_checksums(input_root, sources)
+    return {"input_sha256": checksums_digest(inputs), "detector_sha256": sha256_file(detector_weights_path(detector)),
+            "code_sha256": source_digest(CODE_MODULES), "inputs": inputs}
+
+
+def settings_record(settings: AlignSettings, layout: str) -> Dict[str, object]:
+    return {"template": settings.template, "detector": settings.detector, "score_threshold": settings.score_threshold,
+            "min_short_side": settings.min_short_side, "no_face_policy": settings.no_face,
+            "fallback_fraction": settings.fallback_fraction, "layout": layout}
+
+
+def reuse_problem(output_root: Path, settings: AlignSettings, layout: str, input_root: Path,
+                  needed: Optional[Iterable[str]] = None) -> Optional[str]:
+    """Why ``output_root`` cannot be reused (None: it can). It must have a summary.json with the same settings,
+    detector weights and aligning code; every input image it was made from must still have the same bytes under
+    ``input_root``; every crop and report must match the summary's checksums; and it must hold the crops ``needed``
+    (relative output paths, e.g. the images of the pairs to score) — or, without ``needed``, have been made from
+    exactly the images now under ``input_root``."""
+    summary_path = output_root / "summary.json"
+    if not summary_path.is_file():
+        return "no summary.json"
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        return f"summary.json is not valid JSON ({error})"
+    if not isinstance(summary.get("files"), dict) or not isinstance(summary.get("inputs"), dict):
+        return "summary.json has no per-file checksums (written by an older version)"
+    wanted = settings_record(settings, layout)
+    changed = [key for key in SETTINGS_KEYS if summary.get(key) != wanted[key]]
+    if changed:
+        return f"other settings: {', '.join(f'{k} {summary.get(k)!r} (wanted {wanted[k]!r})' for k in changed)}"
+    if summary.get("detector_sha256") != sha256_file(detector_weights_path(settings.detector)):
+        return "the detector weights changed since it was built"
+    if summary.get("code_sha256") != source_digest(CODE_MODULES):
+        return f"the aligning code changed since it was built ({', '.join(CODE_MODULES)})"
+    if needed is None:
+        current = {f.as_posix() for f in list_images(input_root)}
+        if current != set(summary["inputs"]):
+            return (f"made from {len(summary['inputs'])} input images, {input_root} now has {len(current)} "
+                    f"({len(current - set(summary['inputs']))} not aligned)")
+    changed_inputs = verify_checksums(input_root, summary["inputs"])
+    if changed_inputs:
+        return f"the input images changed since it was built: {', '.join(changed_inputs[:3])}" + (
+            f" (and {len(changed_inputs) - 3} more)" if len(changed_inputs) > 3 else "")
+    problems = verify_checksums(output_root, summary["files"])
+    if problems:
+        return f"does not match its summary.json: {', '.join(problems[:3])}" + (
+            f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+    absent = sorted(set(needed or ()) - set(summary["files"]))
+    if absent:
+        return f"{len(absent)} needed image(s) are not in it, first: {absent[:3]}"
+    return None
+
+
+def ensure_aligned(input_root: Path, output_root: Path, settings: AlignSettings, layout: str = "mirror",
+                   workers: int = 1, progress: bool = True, needed: Optional[Iterable[str]] = None
+                   ) -> Dict[str, object]:
+    """The summary of ``output_root``, aligned from ``input_root`` unless a verified build with the same settings,
+    inputs, detector and code that holds the ``needed`` crops is already there (see ``reuse_problem``). A rebuild
+    aligns every image of ``input_root`` into a sibling folder that replaces the old one only when complete; a
+    non-empty folder without a summary.json is never replaced."""
+    needed = None if needed is None else list(needed)
+    problem = reuse_problem(output_root, settings, layout, input_root, needed)
+    if problem is None:
+        return json.loads((output_root / "summary.json").read_text(encoding="utf-8"))
+    if output_root.is_dir() and any(output_root.iterdir()) and not (output_root / "summary.json").is_file():
+        raise FileExistsError(f"{output_root} is not empty and has no summary.json (not an aligned folder written by "
+                              f"tools.align_dataset); move it away or choose another folder")
+    if output_root.exists():
+        print(f"re-aligning {output_root}: {problem}", file=sys.stderr, flush=True)
+    staging = output_root.with_name(output_root.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    results, seconds = align_folder(input_root, staging, settings, layout, workers, progress)
+    summary = write_reports(staging, results, settings, layout, seconds, input_root)
+    if output_root.exists():
+        shutil.rmtree(output_root)
+    staging.rename(output_root)
     return summary
 
 
@@ -218,7 +327,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
                              args.fallback_fraction)
     results, seconds = align_folder(args.input, args.output, settings, args.layout, args.workers, not args.quiet)
     summary = write_reports(args.output, results, settings, args.layout, seconds, args.input)
-    print(json.dumps(summary, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("files", "inputs")}, indent=2))
     errors = [r for r in results if r.status == "error"]
     for r in errors:
         print(f"error: {r.source}: {r.reason}", file=sys.stderr)
@@ -226,4 +335,4 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_cli(main))

@@ -19,7 +19,7 @@ import json
 import platform
 import time
 from contextlib import nullcontext
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -32,6 +32,7 @@ from training_mode.base import TrainingMode
 from training_mode.conventional import ConventionalTraining
 from training_mode.gfro import GFROTraining
 from training_mode.teacher import FrozenTeacher
+from utils.cli import run_cli
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 METHODS = ("arcface", "gfro", "gfro_teacher")
@@ -106,7 +107,7 @@ def measure(method: str, backbone_name: str, precision: str, channels_last: bool
             "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2 ** 30, 2) if device.type == "cuda" else None}
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default="arcface", help=f"comma-separated, of {','.join(METHODS)}")
     parser.add_argument("--backbones", default="MobileFaceNet,IResNet50")
@@ -120,7 +121,7 @@ def main() -> None:
     parser.add_argument("--num-class", type=int, default=10572, help="CASIA-WebFace identities")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = torch.device(args.device)
     layouts = {"off": [False], "on": [True], "both": [False, True]}[args.channels_last]
     rows: List[Dict[str, Any]] = []
@@ -142,7 +143,8 @@ def main() -> None:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump({"machine": machine, "torch": torch.__version__, "rows": rows}, handle, indent=2)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_cli(main))

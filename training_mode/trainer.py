@@ -16,7 +16,6 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
-from tqdm import tqdm
 
 from backbone import build_backbone
 from data_processor.preprocess import PreprocessSpec
@@ -27,10 +26,12 @@ from utils.checkpoint import (CHECKPOINT_FORMAT_VERSION, atomic_torch_save, atom
                               find_latest_checkpoint, load_backbone_weights, load_checkpoint)
 from utils.config import dump_config
 from utils.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
-from utils.seed import capture_rng_state, restore_rng_state, seed_everything
+from utils.progress import progress
+from utils.seed import capture_rng_state, gather_rng_states, restore_rank_rng_state, seed_everything
 
 logger = logging.getLogger(__name__)
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+BN_CALIBRATION_BATCHES = 100  # init_head: class_means first sets new BatchNorm layers' statistics on clean images
 
 
 def resolve_device(name: str, dist_info: DistInfo) -> torch.device:
@@ -145,6 +146,7 @@ class Trainer:
         if resume:
             self._resume(resume)
         if init_head == "class_means" and self.global_step == 0:
+            self._calibrate_new_batchnorms(runtime.get("init_weights"))
             self._imprint_head()
         logger.info("data: %d images, %d classes, landmarks from %s; %d steps/epoch × %d epochs; batch %d × %d ranks",
                     len(self.dataset), self.num_class, getattr(self.dataset, "landmark_source", "n/a"),
@@ -190,6 +192,49 @@ class Trainer:
         logger.info("initialised %s from %s", cfg.get("module", "backbone"), source)
 
     @torch.no_grad()
+    def _calibrate_new_batchnorms(self, init_weights: Optional[Dict[str, Any]]) -> None:
+        """Before ``init_head: class_means``: the backbone's new BatchNorm layers (neither loaded by
+        ``runtime.init_weights`` nor frozen by ``runtime.freeze_bn_stats``, e.g. GFRO's region branches) get running
+        statistics averaged over shuffled batches of clean training images (at most ``BN_CALIBRATION_BATCHES``;
+        noisy views unused) instead of their initial 0/1, so the eval-mode embedding the head is imprinted with is
+        the one the first training steps compute with batch statistics."""
+        backbone = self.module.backbone
+        loaded = set()
+        if init_weights:
+            loaded = set(self._submodule(str(init_weights.get("module", "backbone")), "runtime.init_weights.module")
+                         .modules())
+        skip = loaded | set(self.frozen_bn)
+        new = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+               and m.track_running_stats and m not in skip]
+        if not new:
+            return
+        sampler = DistributedSampler(self.dataset, num_replicas=self.dist.world_size, rank=self.dist.rank,
+                                     shuffle=True, seed=self.seed, drop_last=True)
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                            drop_last=True, generator=torch.Generator().manual_seed(self.seed))  # no global RNG
+        was_training, momenta = backbone.training, [m.momentum for m in new]
+        backbone.eval()
+        for module in new:  # only these in train mode; momentum None = the average over all batches
+            module.reset_running_stats()
+            module.momentum = None
+            module.train()
+        batches = min(len(loader), BN_CALIBRATION_BATCHES)
+        for index, batch in enumerate(progress(loader, desc="init_head: BN statistics", unit="batch", total=batches,
+                                               disable=not self.dist.is_main)):
+            if index >= batches:
+                break
+            backbone(self.module.inputs(batch["image"].to(self.device)))
+        for module, momentum in zip(new, momenta):
+            module.momentum = momentum
+            if self.dist.enabled:
+                for buffer in (module.running_mean, module.running_var):
+                    torch.distributed.all_reduce(buffer)
+                    buffer.div_(self.dist.world_size)
+        backbone.train(was_training)
+        logger.info("init_head: running statistics of %d new BatchNorm layers from %d batches of clean images",
+                    len(new), batches)
+
+    @torch.no_grad()
     def _imprint_head(self) -> None:
         """``runtime.init_head: class_means``: set each class weight of the head to the mean L2-normalised embedding
         of that class's clean training images under the (pretrained) backbone in eval mode (weight imprinting), so
@@ -207,7 +252,7 @@ class Trainer:
         counts = torch.zeros(self.num_class, device=self.device)
         was_training = backbone.training
         backbone.eval()
-        for batch in tqdm(loader, desc="init_head: class means", unit="batch", disable=not self.dist.is_main):
+        for batch in progress(loader, desc="init_head: class means", unit="batch", disable=not self.dist.is_main):
             labels = batch["label"].to(self.device)
             embeddings = backbone(self.module.inputs(batch["image"].to(self.device))).float()
             sums.index_add_(0, labels, torch.nn.functional.normalize(embeddings, dim=1))
@@ -231,7 +276,7 @@ class Trainer:
             module.eval()
 
     # ------------------------------------------------------------------ checkpoints
-    def _state(self) -> Dict[str, Any]:
+    def _state(self, rng_states: List[Dict[str, Any]]) -> Dict[str, Any]:
         model_state = {k: v for k, v in self.module.state_dict().items() if not k.startswith("teacher.")}
         return {
             "format_version": CHECKPOINT_FORMAT_VERSION,
@@ -244,14 +289,17 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": capture_rng_state(),
+            "rng": rng_states,  # one per rank, indexed by rank (utils.seed)
         }
 
-    def save_checkpoint(self, name: str) -> Optional[Path]:
+    def save_checkpoint(self, name: str, all_ranks: bool = True) -> Optional[Path]:
+        """Rank 0 writes ``name`` (and ``last.pt``) with every rank's RNG state: every rank must call this (the
+        states are gathered), unless ``all_ranks=False`` (a rank saving on its own: only rank 0's state is kept)."""
+        rng_states = gather_rng_states(self.dist) if all_ranks else [capture_rng_state()]
         if not self.dist.is_main:
             return None
         path = self.checkpoint_dir / name
-        state = self._state()
+        state = self._state(rng_states)
         atomic_torch_save(state, path)
         if name != "last.pt":
             atomic_torch_save(state, self.checkpoint_dir / "last.pt")
@@ -273,8 +321,9 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"])
+        restored, how = restore_rank_rng_state(state["rng"], self.dist.rank, self.seed)
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        (logger.info if restored else logger.warning)("resume: %s", how)
         logger.info("resumed from %s at epoch %d step %d (global step %d)", path, self.epoch + 1,
                     self.step_in_epoch, self.global_step)
 
@@ -299,7 +348,7 @@ class Trainer:
             out = self.train_module(batch)
         loss = out["loss"]
         if not torch.isfinite(loss):
-            path = self.save_checkpoint(f"nan_step_{self.global_step:07d}.pt")
+            path = self.save_checkpoint(f"nan_step_{self.global_step:07d}.pt", all_ranks=False)  # others may not stop
             terms = {k: float(v) for k, v in out["terms"].items()}
             raise FloatingPointError(f"non-finite loss {loss.item()} at global step {self.global_step} "
                                      f"(terms {terms}); state saved to {path}")

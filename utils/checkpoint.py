@@ -9,7 +9,7 @@ from typing import Any, Dict, Mapping, Optional
 
 import torch
 
-CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_VERSION = 2  # 2: "rng" is a list of every rank's RNG state, indexed by rank (1: rank 0's only)
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any, List
 
 import torch
 import torch.distributed as dist
@@ -43,6 +44,16 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     value = value.detach().clone()
     dist.all_reduce(value)
     return value / info.world_size
+
+
+def all_gather_object(obj: Any, info: DistInfo) -> List[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (pickled; tensors in it come back on the CPU when they
+    were there). A collective: every rank must call it. One process: ``[obj]``."""
+    if not info.enabled:
+        return [obj]
+    gathered: List[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def barrier(info: DistInfo) -> None:

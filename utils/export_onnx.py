@@ -28,6 +28,7 @@ from torch import nn
 from backbone import build_backbone
 from data_processor.preprocess import PreprocessSpec
 from utils.checkpoint import atomic_torch_save, load_backbone_weights, load_checkpoint, strip_prefix
+from utils.cli import run_cli
 
 DEFAULT_OPSET = 18
 
@@ -183,4 +184,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_cli(main))

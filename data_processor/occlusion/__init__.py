@@ -1,4 +1,5 @@
-"""Occlusion synthesis: landmark-guided partial views, drawn occluders and user RGBA occluders — one entry point.
+"""Occlusion synthesis: landmark-guided partial views, drawn occluders, photographic objects / other people's faces
+(objects.py) and user RGBA occluders — one entry point.
 
     noisy, visibility = occlude(image_rgb, landmarks, "sunglasses", (seed, index))
 
@@ -12,7 +13,7 @@ Adding an occluder is a file plus a decorator::
     @OCCLUDERS.register("my_occluder")
     def my_occluder(image, landmarks, rng, **params): ...  # -> (new uint8 H×W×3, uint8 H×W visibility)
 
-(then import the module here so it registers).
+(then import the module here so it registers, and give its type a family in ``families.py``).
 """
 from __future__ import annotations
 
@@ -20,8 +21,12 @@ from typing import Any, Tuple
 
 import numpy as np
 
-from data_processor.occlusion import occluders, partial_views, rgba_occluder, shapes  # noqa: F401 (registration)
+# imported so their occluders register:
+from data_processor.occlusion import objects, occluders, partial_views, rgba_occluder, shapes  # noqa: F401
 from data_processor.occlusion.base import OCCLUDERS, RngLike, check_face_input, make_rng
+from data_processor.occlusion.families import (FAMILIES, OCCLUDER_FAMILIES, families_of, family_of, family_types,
+                                               seen_or_held_out)
+from data_processor.occlusion.objects import IDENTITY_KINDS, OBJECT_OCCLUDERS, PHOTO_OBJECTS, DonorPool
 from data_processor.occlusion.partial_views import PARTIAL_VIEWS
 from data_processor.occlusion.rgba_occluder import RGBAOccluder, load_rgba_occluders
 from utils.registry import check_kwargs
@@ -32,8 +37,9 @@ SYNTHETIC_OCCLUDERS = DRAWN_OCCLUDERS + RANDOM_SHAPES
 
 _CHECKED_PARAMS: set = set()
 
-__all__ = ["OCCLUDERS", "PARTIAL_VIEWS", "DRAWN_OCCLUDERS", "RANDOM_SHAPES", "SYNTHETIC_OCCLUDERS", "RGBAOccluder",
-           "load_rgba_occluders", "make_rng", "occlude"]
+__all__ = ["OCCLUDERS", "PARTIAL_VIEWS", "DRAWN_OCCLUDERS", "RANDOM_SHAPES", "SYNTHETIC_OCCLUDERS", "OBJECT_OCCLUDERS",
+           "PHOTO_OBJECTS", "IDENTITY_KINDS", "DonorPool", "RGBAOccluder", "load_rgba_occluders", "make_rng", "occlude",
+           "FAMILIES", "OCCLUDER_FAMILIES", "family_of", "family_types", "families_of", "seen_or_held_out"]
 
 
 def occlude(image_rgb: np.ndarray, landmarks: np.ndarray, kind: str, rng: RngLike,

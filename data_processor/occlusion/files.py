@@ -7,18 +7,24 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from data_processor.image_io import encode_image, read_image
-from data_processor.occlusion import occlude
+from data_processor.occlusion import IDENTITY_KINDS, occlude
+from data_processor.occlusion.objects import identity_of_path
 
 
 @dataclass
 class FileOcclusionJob:
-    """Shared settings: source/target roots, seed, the kinds to draw from and their options, per-image landmarks."""
+    """Shared settings: source/target roots, seed, the kinds to draw from and their options, per-image landmarks.
+
+    Kinds that take the occluded face's ``identity`` (``crowd``: no donor of the same person) get
+    ``identities[name]`` (e.g. the image's own identity and those of the images it is paired with), or by default
+    the image's identity key (``identity_of_path``: its folder, e.g. ``Name`` of ``Name/Name_0001.jpg``).
+    """
 
     source_root: Path
     target_root: Path
@@ -26,6 +32,7 @@ class FileOcclusionJob:
     kinds: Tuple[str, ...]
     kind_params: Mapping[str, Mapping[str, Any]]
     landmarks: Mapping[str, np.ndarray] = field(repr=False)
+    identities: Optional[Mapping[str, Tuple[str, ...]]] = field(default=None, repr=False)
 
     def __call__(self, task: Tuple[int, str, bool]) -> Tuple[str, str]:
         """``(index, relative path, occlude?)`` → ``(relative path, kind or "none")``. The kind and its random
@@ -38,7 +45,11 @@ class FileOcclusionJob:
             return name, "none"
         rng = np.random.default_rng([self.seed, index])
         kind = self.kinds[int(rng.integers(len(self.kinds)))]
-        noisy, _ = occlude(read_image(source), self.landmarks[name], kind, rng, **self.kind_params.get(kind, {}))
+        extra = {}
+        if kind in IDENTITY_KINDS:
+            extra["identity"] = self.identities[name] if self.identities is not None else identity_of_path(name)
+        noisy, _ = occlude(read_image(source), self.landmarks[name], kind, rng, **self.kind_params.get(kind, {}),
+                           **extra)
         target.write_bytes(encode_image(noisy, target.suffix or ".png"))
         return name, kind
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-from test_protocol.lfw.occluded_set_builder import run_cli
+from test_protocol.lfw.occluded_set_builder import crop_cli
+from utils.cli import run_cli
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
-    return run_cli(argv, __doc__, occlusion="sunglasses", pairs_format="lfw", image_ext=".jpg")
+    return crop_cli(argv, __doc__, occlusion="sunglasses", pairs_format="lfw", image_ext=".jpg")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_cli(main))

@@ -12,14 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-from test_protocol.lfw.occluded_set_builder import ensure_synthetic_occluded, run_cli
+from test_protocol.lfw.occluded_set_builder import crop_cli, ensure_synthetic_occluded
+from utils.cli import run_cli
 
 __all__ = ["ensure_synthetic_occluded", "main"]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
-    return run_cli(argv, __doc__, occlusion="mask", pairs_format="lfw", image_ext=".jpg")
+    return crop_cli(argv, __doc__, occlusion="mask", pairs_format="lfw", image_ext=".jpg")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_cli(main))

@@ -8,7 +8,8 @@ file. Output folder::
     <out>/image_list.txt                 every image of the pairs, one relative path per line (sorted)
     <out>/landmarks.txt                  their landmarks (unchanged: occlusion keeps the geometry)
     <out>/occlusions.txt                 ``relative/path kind`` (``none`` = copied unchanged)
-    <out>/manifest.json                  seed, parameters, source checksums, per-pair counts, output sha256
+    <out>/manifest.json                  seed, parameters, source checksums, per-pair counts, the sha256 of every
+                                         output file (``files``; ``output_sha256`` over them) and of the code
     <out>/examples.png                   a grid of example pairs (source | output, both sides)
 
 Which images are occluded (``side``):
@@ -22,14 +23,23 @@ Which images are occluded (``side``):
 
 Every occluded image ``i`` (position in the sorted image list) uses ``numpy.random.default_rng([seed, i])`` for its
 occluder kind and parameters: the same seed gives byte-identical output, whatever the number of workers.
+
+``crowd`` cuts its faces from the other images of the same pairs (``DonorPool.from_files`` over the sorted image
+list, identity = the image's folder), never of the occluded person nor of anyone that image is paired with (a
+negative pair must not gain a copy of its other face); ``object_photo`` pastes photographed objects
+(``data_processor/occlusion/objects.py``) — together the family ``object``, held out of the default training mix.
+
+A folder is reused (``ensure_synthetic_occluded``, ``benchmarks.gfro_real_faces``) only when ``reuse_problem`` finds
+nothing: the same settings, the same occlusion code (``CODE_MODULES``), every file as its manifest recorded it, and
+the source images and landmarks it was built from unchanged.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import inspect
 import json
 import shutil
+import sys
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,8 +50,14 @@ import numpy as np
 
 from data_processor.image_io import read_image, write_image
 from data_processor.landmarks import TEMPLATES, read_landmark_file, write_landmark_file
-from data_processor.occlusion import DRAWN_OCCLUDERS, OCCLUDERS, PARTIAL_VIEWS
+from data_processor.occlusion import DRAWN_OCCLUDERS, OCCLUDERS, PARTIAL_VIEWS, DonorPool
 from data_processor.occlusion.files import FileOcclusionJob, run_file_occlusion
+from data_processor.occlusion.objects import identity_of_path
+from utils.provenance import (checksums_digest, file_checksums, sha256_file, source_digest, tree_digest,
+                              verify_checksums)
+
+__all__ = ["BuildConfig", "CODE_MODULES", "assign_occluded", "build_occluded_set", "crop_cli",
+           "ensure_synthetic_occluded", "reuse_problem", "tree_digest"]
 
 SIDES = ("one", "both", "none")
 OCCLUSION_ALIASES: Dict[str, Tuple[str, ...]] = {
@@ -49,7 +65,10 @@ OCCLUSION_ALIASES: Dict[str, Tuple[str, ...]] = {
     "synthetic": DRAWN_OCCLUDERS,                           # a random drawn occluder per image
     "gfro_mix": ("mask", "eyeglasses", "sunglasses"),       # GFRO's test-set generator: uniform over these three
 }
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: per-file checksums ("files") and the code digest ("code_sha256")
+# the code an occluded set depends on (its digest is recorded in manifest.json; a change means a rebuild)
+CODE_MODULES = ("test_protocol.lfw.occluded_set_builder", "test_protocol.pairs_parsers", "data_processor.occlusion.*",
+                "data_processor.landmarks", "data_processor.image_io")
 SYNTHETIC_KINDS = ("mask", "sunglasses", "crop")
 
 
@@ -170,25 +189,8 @@ def assign_occluded(first: np.ndarray, second: np.ndarray, num_images: int, side
     return (colour == 1) ^ flip
 
 
-def _sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def tree_digest(root: Path, exclude: Sequence[str] = ()) -> str:
-    """sha256 over every file's relative path and sha256 under ``root`` (sorted; ``exclude`` by relative path)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        relative = path.relative_to(root).as_posix()
-        if relative not in exclude:
-            digest.update(f"{relative}\0{_sha256_file(path)}\n".encode("utf-8"))
-    return digest.hexdigest()
-
-
 def _images_digest(root: Path, images: Sequence[str]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(images):
-        digest.update(f"{name}\0{_sha256_file(root / name)}\n".encode("utf-8"))
-    return digest.hexdigest()
+    return checksums_digest(file_checksums(root, images))
 
 
 def _kind_params(kind: str, fill: str, params: Mapping[str, Mapping[str, Any]]) -> Dict[str, Any]:
@@ -197,6 +199,16 @@ def _kind_params(kind: str, fill: str, params: Mapping[str, Mapping[str, Any]]) 
         options["fill"] = fill
     options.update(params.get(kind, {}))
     return options
+
+
+def _paired_identities(pairs: Any) -> Dict[str, Tuple[str, ...]]:
+    """Per image: its own identity and those of every image it is paired with (crowd donors avoid them all)."""
+    linked: Dict[str, set] = {name: {identity_of_path(name)} for name in pairs.images}
+    for a, b in zip(pairs.first.tolist(), pairs.second.tolist()):
+        first, second = pairs.images[a], pairs.images[b]
+        linked[first].add(identity_of_path(second))
+        linked[second].add(identity_of_path(first))
+    return {name: tuple(sorted(identities)) for name, identities in linked.items()}
 
 
 def _examples_figure(pairs: Any, occluded: np.ndarray, root: Path, out_images: Path, count: int) -> np.ndarray:
@@ -241,9 +253,11 @@ def build_occluded_set(config: BuildConfig, out: str | Path, workers: int = 1, o
         shutil.rmtree(staging)
     out_images = staging / "images"
     out_images.mkdir(parents=True)
+    kind_params = {k: _kind_params(k, config.fill, config.params) for k in kinds}
+    if "crowd" in kind_params:  # donors: the other images of this set, read when drawn
+        kind_params["crowd"]["donors"] = DonorPool.from_files(root, images, landmarks)
     job = FileOcclusionJob(source_root=root, target_root=out_images, seed=int(config.seed), kinds=kinds,
-                           kind_params={k: _kind_params(k, config.fill, config.params) for k in kinds},
-                           landmarks=landmarks)
+                           kind_params=kind_params, landmarks=landmarks, identities=_paired_identities(pairs))
     tasks = [(index, name, occluded[name]) for index, name in enumerate(images)]
     results = run_file_occlusion(job, tasks, workers)
     shutil.copyfile(pairs_file, staging / "pairs.txt")
@@ -258,16 +272,18 @@ def build_occluded_set(config: BuildConfig, out: str | Path, workers: int = 1, o
         "version": MANIFEST_VERSION,
         "config": asdict(config),
         "kinds": list(kinds),
-        "source": {"pairs_sha256": _sha256_file(pairs_file), "images_sha256": _images_digest(root, images),
-                   "landmarks_sha256": (_sha256_file(Path(config.landmarks or source / "landmarks.txt"))
+        "source": {"pairs_sha256": sha256_file(pairs_file), "images_sha256": _images_digest(root, images),
+                   "landmarks_sha256": (sha256_file(Path(config.landmarks or source / "landmarks.txt"))
                                         if config.template is None else None)},
         "counts": {"pairs": len(pairs), "images": len(images),
                    "occluded_images": int(sum(kind != "none" for _, kind in results)),
                    "pairs_by_occluded_sides": {str(k): per_pair.get(k, 0) for k in (0, 1, 2)},
                    "kinds": dict(sorted(Counter(kind for _, kind in results).items()))},
         "libraries": {"numpy": np.__version__, "opencv": cv2.__version__},
-        "output_sha256": tree_digest(staging, exclude=("manifest.json",)),
+        "code_sha256": source_digest(CODE_MODULES),
     }
+    files = file_checksums(staging, exclude=("manifest.json",))
+    manifest.update(output_sha256=checksums_digest(files), files=files)
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if out.exists():
         shutil.rmtree(out)
@@ -275,22 +291,67 @@ def build_occluded_set(config: BuildConfig, out: str | Path, workers: int = 1, o
     return out
 
 
+def reuse_problem(out: str | Path, config: BuildConfig, needed: Optional[Sequence[str]] = None,
+                  keys: Optional[Sequence[str]] = None) -> Optional[str]:
+    """Why the build in ``out`` cannot stand for ``config`` (None: it can be reused). Checked in this order: a
+    manifest, the same settings (``keys`` of the config, default all), the same occlusion code, every output file as
+    the manifest recorded it, the source images (``config.source``) and landmarks it was built from unchanged, and
+    every image of ``needed`` (default: the manifest's own image list) present."""
+    out = Path(out)
+    manifest_path = out / "manifest.json"
+    if not manifest_path.is_file():
+        return "no manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        return f"manifest.json is not valid JSON ({error})"
+    recorded, wanted = manifest.get("config", {}), json.loads(json.dumps(asdict(config)))
+    changed = [key for key in (keys or list(wanted)) if recorded.get(key) != wanted[key]]
+    if changed:
+        return "other settings: " + ", ".join(f"{key} {recorded.get(key)!r} (wanted {wanted[key]!r})"
+                                              for key in changed)
+    if "files" not in manifest or "code_sha256" not in manifest:
+        return "manifest.json has no per-file checksums or code digest (written by an older version)"
+    if manifest["code_sha256"] != source_digest(CODE_MODULES):
+        return f"the occlusion code changed since it was built ({', '.join(CODE_MODULES)})"
+    problems = verify_checksums(out, manifest["files"])
+    if problems:
+        return f"does not match its manifest.json: {', '.join(problems[:3])}" + (
+            f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+    source = Path(config.source)
+    root = images_root(source)
+    listed = (out / "image_list.txt").read_text(encoding="utf-8").split()
+    missing = [name for name in listed if not (root / name).is_file()]
+    if missing:
+        return f"{len(missing)} of its source images are missing under {root}, first: {missing[:3]}"
+    if _images_digest(root, listed) != manifest.get("source", {}).get("images_sha256"):
+        return f"its source images under {root} changed since it was built"
+    if config.template is None:
+        landmarks = Path(config.landmarks or source / "landmarks.txt")
+        if not landmarks.is_file() or sha256_file(landmarks) != manifest["source"].get("landmarks_sha256"):
+            return f"its source landmarks {landmarks} changed since it was built"
+    absent = [name for name in (needed or ()) if not (out / "images" / name).is_file()]
+    if absent:
+        return f"{len(absent)} image(s) of the scored pairs are not in it, first: {absent[:3]}"
+    return None
+
+
 def ensure_synthetic_occluded(source: str | Path, out_root: str | Path, kinds: Sequence[str] = SYNTHETIC_KINDS,
                               seed: int = 0, side: str = "both") -> List[Path]:
     """Build ``<out_root>/<kind>`` from the embedded synthetic test faces (``images/``, ``landmarks.txt``,
-    ``pairs.txt`` under ``source``) for every kind whose folder has no manifest with these parameters."""
+    ``pairs.txt`` under ``source``) for every kind whose folder cannot be reused (``reuse_problem``)."""
     source, out_root = Path(source), Path(out_root)
     built = []
     for kind in kinds:
         config = BuildConfig(source=str(source), pairs=str(source / "pairs.txt"), occlusion=kind, side=side,
                              seed=seed, image_ext=".png")
         out = out_root / kind
-        manifest = out / "manifest.json"
-        if manifest.is_file():
-            recorded = json.loads(manifest.read_text(encoding="utf-8")).get("config", {})
-            if recorded == json.loads(json.dumps(asdict(config))):
-                built.append(out)
-                continue
+        problem = reuse_problem(out, config)
+        if problem is None:
+            built.append(out)
+            continue
+        if out.exists():
+            print(f"rebuilding {out}: {problem}", file=sys.stderr, flush=True)
         built.append(build_occluded_set(config, out, overwrite=True))
     return built
 
@@ -302,7 +363,8 @@ def parse_args(argv: Optional[Sequence[str]], description: str, defaults: Mappin
     parser.add_argument("--pairs", required=True, help="the source pairs file")
     parser.add_argument("--out", required=True, help="output folder (images/, pairs.txt, manifest.json, ...)")
     parser.add_argument("--occlusion", default=defaults.get("occlusion", "mask"),
-                        help=f"occluder kind, comma list, or alias ({', '.join(OCCLUSION_ALIASES)})")
+                        help=f"occluder kind (e.g. mask, object_photo, crowd), comma list, or alias "
+                             f"({', '.join(OCCLUSION_ALIASES)})")
     parser.add_argument("--side", choices=SIDES, default=defaults.get("side", "both"),
                         help="which images of the pairs are occluded (see the module docstring)")
     parser.add_argument("--seed", type=int, default=0)
@@ -323,15 +385,15 @@ def parse_args(argv: Optional[Sequence[str]], description: str, defaults: Mappin
     return parser.parse_args(argv)
 
 
-def run_cli(argv: Optional[Sequence[str]], description: str, **defaults: Any) -> Path:
-    """Command line shared by crop_lfw_random / crop_calfw_random / crop_cplfw_random."""
+def crop_cli(argv: Optional[Sequence[str]], description: str, **defaults: Any) -> Path:
+    """Command line shared by crop_lfw_random / crop_calfw_random / crop_cplfw_random (their ``main``)."""
     args = parse_args(argv, description, defaults)
     try:
         params = json.loads(args.params)
     except json.JSONDecodeError as error:
-        raise SystemExit(f"--params: not valid JSON ({error})")
+        raise ValueError(f"--params: not valid JSON ({error})") from None
     if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
-        raise SystemExit('--params: expected a JSON object of {kind: {option: value}}')
+        raise ValueError('--params: expected a JSON object of {kind: {option: value}}')
     config = BuildConfig(source=args.source, pairs=args.pairs, occlusion=args.occlusion, side=args.side,
                          seed=args.seed, fill=args.fill, pairs_format=args.pairs_format, image_ext=args.image_ext,
                          landmarks=args.landmarks, template=args.template, params=params, examples=args.examples)

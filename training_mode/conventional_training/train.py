@@ -11,6 +11,7 @@ from typing import List, Optional
 
 from training_mode.trainer import Trainer, write_results
 from utils.config import load_config
+from utils.cli import run_cli
 from utils.logging import setup_logging
 
 logger = logging.getLogger("train")
@@ -51,4 +52,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))
