@@ -6,6 +6,8 @@
            region of the map → BN → Dropout → Linear → BN                → [B, D] each
     MoE #1 (refine): per branch, x + Σ_e g_e(x)·MLP_e(x) over E experts (softmax gate, optional top-k)
     MoE #2 (integrate): a gate over all refined branches → one softmax weight per branch
+    (option ``visibility_head``: a light head predicts each branch's visible fraction v_b from the map and the
+    integrate weights become softmax(gate logits + log v_b), i.e. w_b ∝ v_b · exp(gate_b))
     embedding = γ ⊙ (Σ_b w_b · x_b) + β   (``embedding_norm: affine``; ``batchnorm``: BN as in GFRO.md) → [B, D]
 
 Train and test run the same computation (``forward`` and ``forward_train`` share ``_aggregate``); test time
@@ -38,6 +40,20 @@ branch weights P̄ — not importance × load, which would pull the gate to unif
 At initialisation every sample's integrate weights equal π, so this term is 0 with zero gradient; with
 ``global_prior = 0`` it is a balance term towards uniform. ``top_k`` routes each token to exactly k experts, ties
 (e.g. the all-equal logits of the zero-initialised gate) going to the lower expert index.
+
+Visibility-aware integration *(ours, option ``visibility_head``, default off)*: every noisy view carries a
+visibility mask, so a light head (1×1 conv → ReLU → 1×1 conv → sigmoid on every map cell) predicts the visible
+fraction of each cell, and branch b's visibility is the region-weighted mean ``v_b = Σ W_b ⊙ cell`` with the
+branch's normalised region mask ``W_b`` (the global branch: the whole map). It is supervised by the masks
+(``training_mode.visibility_weight``, ``loss/visibility.py``) and needs nothing but the image at test time. The
+integrate gate gets it as a *log prior added to its logits* — ``w = softmax(gate(x) + log v)``, i.e.
+``w_b ∝ v_b · exp(gate_b)`` — rather than as extra gate inputs: a branch whose region is hidden is down-weighted by
+construction, also for occluders the gate never saw, since it no longer depends on the gate having learnt what an
+occluder looks like, only on the head recognising that a region is not face. v enters the gate detached (the
+head learns from the masks only, so v keeps its meaning, and log v's 1/v gradient cannot destabilise it); the head's
+output layer starts at zero weights with a constant "mostly visible" bias, so at initialisation every branch gets
+the same v, the log prior cancels in the softmax and the model computes exactly what it computes without the head.
+The balance term sees the gate's own logits (the visibility prior is an input, not a routing decision to balance).
 """
 from __future__ import annotations
 
@@ -60,6 +76,7 @@ from utils.registry import ConfigError
 REGION_NAMES = ("upper", "lower", "left", "right", "eyes", "mouth", "central")
 INTEGRATE_INPUTS = ("concat", "mean_norms")
 EMBEDDING_NORMS = ("affine", "batchnorm")
+VISIBILITY_FLOOR = 1e-3  # smallest visibility in the integrate gate's log prior (log v >= -6.9)
 Box = Tuple[float, float, float, float]
 
 
@@ -226,6 +243,28 @@ class LrScaledLinear(nn.Linear):
         return F.linear(x, self.weight * self.scale, self.bias * self.scale)
 
 
+class VisibilityHead(nn.Module):
+    """Map ``[B, C, h, w]`` → per-cell visible fraction ``[B, h, w]`` and per-branch visibility ``[B, branches]``.
+
+    ``region_weights`` [branches, h, w] are the normalised region masks (each sums to 1); 1×1 conv → ReLU → 1×1
+    conv → sigmoid per cell, computed in float32 after the convolutions. The output layer starts with zero weights
+    and bias ``logit(init_visible)``: a constant prediction, identical for every branch.
+    """
+
+    def __init__(self, channels: int, region_weights: torch.Tensor, hidden: int = 32,
+                 init_visible: float = 0.9) -> None:
+        super().__init__()
+        self.register_buffer("region_weights", region_weights.float(), persistent=False)
+        self.hidden = nn.Conv2d(channels, hidden, 1)
+        self.out = nn.Conv2d(hidden, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.constant_(self.out.bias, math.log(init_visible / (1.0 - init_visible)))
+
+    def forward(self, feature_map: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        cells = torch.sigmoid(self.out(F.relu(self.hidden(feature_map))).float())[:, 0]  # [B, h, w]
+        return torch.einsum("bij,nij->bn", cells, self.region_weights), cells
+
+
 class IntegrateGate(nn.Module):
     """MoE #2's gate: refined branch features → one softmax weight per branch."""
 
@@ -278,6 +317,10 @@ class GFROEmbedding(FaceBackbone):
         template: alignment template whose landmarks place the regions.
         embedding_norm: what follows the weighted sum: ``affine`` (identity-initialised per-dimension scale and
             shift, no statistics; default) or ``batchnorm`` (GFRO.md's BN, clean-row statistics).
+        visibility_head: add the visibility head (module docstring, *(ours)*): per-branch visible fractions v
+            predicted from the map, integrate weights ``softmax(gate logits + log v)``; ``forward_train`` returns v
+            (``visibility`` [B, branches], global first) for ``training_mode.visibility_weight`` to supervise with
+            the batch's visibility masks. Off by default; off, the model and its state_dict are unchanged.
     """
 
     accepts_stats_rows = True  # forward_train(x, stats_rows=n): GFRO's BNs take statistics from rows [:n] only
@@ -288,7 +331,7 @@ class GFROEmbedding(FaceBackbone):
                  gate_hidden: int = 128, global_prior: float = 0.0, gate_lr_scale: float = 0.03,
                  dropout: float = 0.0, feat_dim: int = 512,
                  balance_weight: float = 0.01, template: str = "arcface_112x112",
-                 embedding_norm: str = "affine") -> None:
+                 embedding_norm: str = "affine", visibility_head: bool = False) -> None:
         super().__init__()
         if isinstance(trunk, Mapping):
             try:
@@ -334,6 +377,13 @@ class GFROEmbedding(FaceBackbone):
             raise ConfigError(f"backbone.embedding_norm must be one of {EMBEDDING_NORMS}, got {embedding_norm!r}")
         self.embedding_norm = embedding_norm
         self.fusion_norm = ScaleShift(feat_dim) if embedding_norm == "affine" else CleanStatsBatchNorm1d(feat_dim)
+        if not isinstance(visibility_head, bool):
+            raise ConfigError(f"backbone.visibility_head must be true or false, got {visibility_head!r}")
+        masks = [torch.ones(self.feature_size)] + [branch.mask for branch in self.region_branches]
+        # normalised region weights of every branch (global: the whole map), shared with the visibility targets
+        self.register_buffer("visibility_weights", torch.stack([m / m.sum() for m in masks]), persistent=False)
+        self.visibility_head = (VisibilityHead(self.feature_channels, self.visibility_weights)
+                                if visibility_head else None)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk.forward_features(x)
@@ -344,12 +394,19 @@ class GFROEmbedding(FaceBackbone):
         dtype = branches[0].dtype
         stacked = torch.stack([b.to(dtype) for b in branches], dim=1)  # [B, branches, D]
         refined, refine_logits, refine_weights = self.refine(stacked)
-        integrate_logits = self.integrate(refined)
-        integrate_weights = integrate_logits.softmax(dim=-1)
+        integrate_logits = self.integrate(refined)  # the gate's own logits (balance term)
+        out: Dict[str, torch.Tensor] = {}
+        if self.visibility_head is not None:
+            visibility, _ = self.visibility_head(feature_map)
+            out["visibility"] = visibility
+            integrate_weights = (integrate_logits + visibility.detach().clamp_min(VISIBILITY_FLOOR).log()).softmax(-1)
+        else:
+            integrate_weights = integrate_logits.softmax(dim=-1)
         fused = (integrate_weights.to(refined.dtype).unsqueeze(-1) * refined).sum(dim=1)
-        return {"embedding": self.fusion_norm(fused, stats_rows), "refine_logits": refine_logits,
-                "refine_weights": refine_weights, "integrate_logits": integrate_logits,
-                "integrate_weights": integrate_weights}
+        out.update({"embedding": self.fusion_norm(fused, stats_rows), "refine_logits": refine_logits,
+                    "refine_weights": refine_weights, "integrate_logits": integrate_logits,
+                    "integrate_weights": integrate_weights})
+        return out
 
     def forward_neck(self, feature_map: torch.Tensor) -> torch.Tensor:
         return self._aggregate(feature_map)["embedding"]
@@ -368,12 +425,16 @@ class GFROEmbedding(FaceBackbone):
         statistics from) the first n rows only — ``GFROTraining`` passes the number of clean images."""
         out = self._aggregate(self.forward_features(x), stats_rows)
         balance = self.balance_loss(out["refine_logits"], out["integrate_logits"])
-        return {
+        result = {
             "embedding": out["embedding"],
             "aux_losses": {"moe_balance": self.balance_weight * balance},
             "stats": {"integrate_weights": out["integrate_weights"].detach(),
                       "refine_weights": out["refine_weights"].detach()},
         }
+        if "visibility" in out:
+            result["visibility"] = out["visibility"]  # [B, branches], float32, with gradient (head only)
+            result["stats"]["visibility"] = out["visibility"].detach()
+        return result
 
     def load_trunk_state_dict(self, state_dict: Mapping[str, torch.Tensor], source: str = "") -> None:
         """Strictly load a trunk state_dict (e.g. a released or pre-trained plain backbone) for fine-tuning."""

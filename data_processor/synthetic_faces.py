@@ -7,11 +7,16 @@ faces (data_processor/synthetic_render.py). The set is laid out like the real fo
     root/train/landmarks.txt                   (5 points per image, keys = train_list paths)
     root/test/images/<NAME>/<NAME>_<k:04d>.png root/test/test_list.txt     root/test/landmarks.txt
     root/test/pairs.txt                        (official LFW View-2 format, 10 folds, disjoint identities per fold)
+    root/val/images/<NAME>/<NAME>_<k:04d>.png  root/val/val_list.txt  root/val/landmarks.txt  root/val/pairs.txt
     root/manifest.json                         (generator version, seed, parameters, counts, sha256 of all files)
 
 Test identities (``synth_00000`` ...) are drawn from a different random stream than training identities, so the two
-never share a person. The output is a pure function of the parameters: byte-identical for a seed, whatever
-``workers`` is.
+never share a person. Validation identities (``val_00000`` ..., the only split where settings may be chosen) have
+streams of their own too: identity ``i`` of ``val`` is drawn from the seed sequence
+``[seed, 1, VAL_STREAM_OFFSET + i]`` (the test split code with indices no test identity reaches:
+``num_test_identities < VAL_STREAM_OFFSET`` is enforced), and its pairs from ``[seed, 3]``; the train and test bytes
+are those of generator version 1. The output is a pure function of the parameters: byte-identical for a seed,
+whatever ``workers`` is.
 
     python -m data_processor.synthetic_faces --out data_cache/synthetic_faces [--seed 0] [--workers 2]
 """
@@ -40,16 +45,22 @@ from data_processor.synthetic_render import write_identity_images_job
 from utils.cli import run_cli
 
 GENERATOR_NAME = "synthetic_faces"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the val split (train and test bytes unchanged)
 DEFAULT_ROOT = "data_cache/synthetic_faces"
 NUM_FOLDS = 10
 TEST_NAME_PREFIX = "synth_"
+VAL_NAME_PREFIX = "val_"
+VAL_STREAM_OFFSET = 1 << 20  # val identity i renders from the stream of test index VAL_STREAM_OFFSET + i
+SPLITS = ("train", "test", "val")
 DEFAULT_SIZES = {
     "num_train_identities": 200,
     "images_per_train_identity": 20,
     "num_test_identities": 100,
     "images_per_test_identity": 10,
     "pairs_per_fold": 60,
+    "num_val_identities": 60,
+    "images_per_val_identity": 10,
+    "val_pairs_per_fold": 30,
 }
 
 PairFold = Tuple[List[Tuple[str, int, int]], List[Tuple[str, int, str, int]]]
@@ -73,16 +84,26 @@ def generator_parameters(num_train_identities: int = DEFAULT_SIZES["num_train_id
                          num_test_identities: int = DEFAULT_SIZES["num_test_identities"],
                          images_per_test_identity: int = DEFAULT_SIZES["images_per_test_identity"],
                          pairs_per_fold: int = DEFAULT_SIZES["pairs_per_fold"], seed: int = 0,
-                         difficulty: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """Validated, JSON-ready parameters that fully determine the data set (what the manifest records)."""
+                         difficulty: Optional[Mapping[str, Any]] = None,
+                         num_val_identities: int = DEFAULT_SIZES["num_val_identities"],
+                         images_per_val_identity: int = DEFAULT_SIZES["images_per_val_identity"],
+                         val_pairs_per_fold: int = DEFAULT_SIZES["val_pairs_per_fold"]) -> Dict[str, Any]:
+    """Validated, JSON-ready parameters that fully determine the data set (what the manifest records).
+    ``num_val_identities=0`` writes no val split."""
     sizes = {"num_train_identities": num_train_identities, "images_per_train_identity": images_per_train_identity,
              "num_test_identities": num_test_identities, "images_per_test_identity": images_per_test_identity,
-             "pairs_per_fold": pairs_per_fold, "seed": seed}
+             "pairs_per_fold": pairs_per_fold, "seed": seed, "num_val_identities": num_val_identities,
+             "images_per_val_identity": images_per_val_identity, "val_pairs_per_fold": val_pairs_per_fold}
     for key, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"synthetic faces {key}: expected a non-negative integer, got {value!r}")
     minimums = {"num_train_identities": 1, "images_per_train_identity": 1, "num_test_identities": 2 * NUM_FOLDS,
                 "images_per_test_identity": 2, "pairs_per_fold": 1}
+    if sizes["num_val_identities"]:
+        minimums.update(num_val_identities=2 * NUM_FOLDS, images_per_val_identity=2, val_pairs_per_fold=1)
+    if sizes["num_test_identities"] >= VAL_STREAM_OFFSET:
+        raise ValueError(f"synthetic faces num_test_identities: at most {VAL_STREAM_OFFSET - 1} (higher indices are "
+                         f"the val split's random streams), got {sizes['num_test_identities']}")
     for key, minimum in minimums.items():
         if sizes[key] < minimum:
             raise ValueError(f"synthetic faces {key}: must be at least {minimum} (each of the {NUM_FOLDS} folds needs "
@@ -98,6 +119,10 @@ def train_name(index: int) -> str:
 
 def test_name(index: int) -> str:
     return f"{TEST_NAME_PREFIX}{index:05d}"
+
+
+def val_name(index: int) -> str:
+    return f"{VAL_NAME_PREFIX}{index:05d}"
 
 
 def _render_all(jobs: List[tuple], workers: int) -> List[Tuple[str, List[float], str]]:
@@ -174,12 +199,15 @@ def _combined_digest(file_hashes: Mapping[str, str]) -> str:
 
 def _write_split(root: Path, split: str, names: List[str], count: int, first_image: int, name_pattern: str,
                  params: Dict[str, Any], workers: int, file_hashes: Dict[str, str]) -> int:
-    """Render one split into ``root/<split>`` (images, <split>_list.txt, landmarks.txt); returns the image count."""
+    """Render one split into ``root/<split>`` (images, <split>_list.txt, landmarks.txt); returns the image count.
+    ``val`` renders with the test split's code at identity indices from ``VAL_STREAM_OFFSET`` (module docstring)."""
     images_dir = root / split / "images"
+    stream_split, first_stream = ("test", VAL_STREAM_OFFSET) if split == "val" else (split, 0)
     jobs = []
     for identity, name in enumerate(names):
         files = [(k, f"{name}/{name_pattern.format(name=name, k=k + first_image)}") for k in range(count)]
-        jobs.append((params["seed"], split, identity, params["difficulty"], str(images_dir), files))
+        jobs.append((params["seed"], stream_split, first_stream + identity, params["difficulty"], str(images_dir),
+                     files))
     rows = _render_all(jobs, workers)
     landmarks = {relative: np.array(points, dtype=np.float32).reshape(5, 2) for relative, points, _ in rows}
     for relative, _, digest in rows:
@@ -220,6 +248,15 @@ def _build_into(staging: Path, params: Dict[str, Any], workers: int) -> Dict[str
     (staging / "test").mkdir(parents=True, exist_ok=True)
     write_lfw_pairs(staging / "test" / "pairs.txt", folds)
     file_hashes["test/pairs.txt"] = _file_digest(staging / "test" / "pairs.txt")
+    val_names = [val_name(i) for i in range(params["num_val_identities"])]
+    val_images = 0
+    if val_names:
+        val_folds = make_lfw_pairs({name: params["images_per_val_identity"] for name in val_names},
+                                   params["val_pairs_per_fold"], np.random.default_rng([params["seed"], 3]))
+        val_images = _write_split(staging, "val", val_names, params["images_per_val_identity"], 1,
+                                  "{name}_{k:04d}.png", params, workers, file_hashes)
+        write_lfw_pairs(staging / "val" / "pairs.txt", val_folds)
+        file_hashes["val/pairs.txt"] = _file_digest(staging / "val" / "pairs.txt")
     manifest = {
         "generator": GENERATOR_NAME,
         "generator_version": GENERATOR_VERSION,
@@ -228,7 +265,10 @@ def _build_into(staging: Path, params: Dict[str, Any], workers: int) -> Dict[str
         "counts": {"train_identities": len(train_names), "train_images": train_images,
                    "test_identities": len(test_names), "test_images": test_images,
                    "folds": NUM_FOLDS, "pairs_per_fold": params["pairs_per_fold"],
-                   "pairs": 2 * NUM_FOLDS * params["pairs_per_fold"], "files": len(file_hashes)},
+                   "pairs": 2 * NUM_FOLDS * params["pairs_per_fold"],
+                   "val_identities": len(val_names), "val_images": val_images,
+                   "val_pairs": 2 * NUM_FOLDS * params["val_pairs_per_fold"] if val_names else 0,
+                   "files": len(file_hashes)},
         "sha256": _combined_digest(file_hashes),
     }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -240,14 +280,18 @@ def build_synthetic_faces(root: str | Path, num_train_identities: int = DEFAULT_
                           num_test_identities: int = DEFAULT_SIZES["num_test_identities"],
                           images_per_test_identity: int = DEFAULT_SIZES["images_per_test_identity"],
                           pairs_per_fold: int = DEFAULT_SIZES["pairs_per_fold"], seed: int = 0, workers: int = 1,
-                          difficulty: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+                          difficulty: Optional[Mapping[str, Any]] = None,
+                          num_val_identities: int = DEFAULT_SIZES["num_val_identities"],
+                          images_per_val_identity: int = DEFAULT_SIZES["images_per_val_identity"],
+                          val_pairs_per_fold: int = DEFAULT_SIZES["val_pairs_per_fold"]) -> Dict[str, Any]:
     """Render the whole set into ``root`` (replacing an earlier synthetic set there) and return its manifest.
 
     Built in a sibling temporary folder and moved into place at the end, so ``root`` is never half-written.
     ``difficulty``: overrides of :class:`~data_processor.synthetic_identity.Difficulty` fields.
     """
     params = generator_parameters(num_train_identities, images_per_train_identity, num_test_identities,
-                                  images_per_test_identity, pairs_per_fold, seed, difficulty)
+                                  images_per_test_identity, pairs_per_fold, seed, difficulty, num_val_identities,
+                                  images_per_val_identity, val_pairs_per_fold)
     root = Path(root)
     if root.exists() and any(root.iterdir()) and not _is_generated(root):
         raise FileExistsError(f"{root}: exists and is not a synthetic-faces folder (no manifest.json from "
@@ -293,8 +337,8 @@ def ensure_synthetic_faces(root: str | Path = DEFAULT_ROOT, workers: int = 1, **
 class SyntheticFaceDataset(ImageListDataset):
     """The embedded synthetic faces as an ``ImageListDataset`` (built on first use, landmarks from the generator).
 
-    ``split="train"`` is the training set; ``split="test"`` lists the verification images (labels = identities),
-    whose pairs are in ``pairs_file``.
+    ``split="train"`` is the training set; ``split="test"`` (or ``"val"``, the validation identities) lists the
+    verification images (labels = identities), whose pairs are in ``pairs_file``.
     """
 
     def __init__(self, root: str = DEFAULT_ROOT, split: str = "train",
@@ -303,19 +347,25 @@ class SyntheticFaceDataset(ImageListDataset):
                  num_test_identities: int = DEFAULT_SIZES["num_test_identities"],
                  images_per_test_identity: int = DEFAULT_SIZES["images_per_test_identity"],
                  pairs_per_fold: int = DEFAULT_SIZES["pairs_per_fold"], seed: int = 0, workers: int = 1,
-                 difficulty: Optional[Mapping[str, Any]] = None) -> None:
-        if split not in ("train", "test"):
-            raise ValueError(f"SyntheticFaceDataset: split must be 'train' or 'test', got {split!r}")
+                 difficulty: Optional[Mapping[str, Any]] = None,
+                 num_val_identities: int = DEFAULT_SIZES["num_val_identities"],
+                 images_per_val_identity: int = DEFAULT_SIZES["images_per_val_identity"],
+                 val_pairs_per_fold: int = DEFAULT_SIZES["val_pairs_per_fold"]) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"SyntheticFaceDataset: split must be one of {SPLITS}, got {split!r}")
+        if split == "val" and not num_val_identities:
+            raise ValueError("SyntheticFaceDataset: split 'val' needs num_val_identities > 0")
         self.manifest = ensure_synthetic_faces(
             root, workers=workers, num_train_identities=num_train_identities,
             images_per_train_identity=images_per_train_identity, num_test_identities=num_test_identities,
             images_per_test_identity=images_per_test_identity, pairs_per_fold=pairs_per_fold, seed=seed,
-            difficulty=difficulty)
+            difficulty=difficulty, num_val_identities=num_val_identities,
+            images_per_val_identity=images_per_val_identity, val_pairs_per_fold=val_pairs_per_fold)
         split_dir = Path(root) / split
         super().__init__(str(split_dir / "images"), str(split_dir / f"{split}_list.txt"),
                          landmarks_file=str(split_dir / "landmarks.txt"))
         self.landmark_source = "generator"
-        self.pairs_file = Path(root) / "test" / "pairs.txt"
+        self.pairs_file = Path(root) / ("val" if split == "val" else "test") / "pairs.txt"
 
 
 def render_preview(root: str | Path, out_png: str | Path, n_identities: int = 8, n_images: int = 6,
@@ -361,6 +411,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--test-identities", type=int, default=DEFAULT_SIZES["num_test_identities"])
     parser.add_argument("--test-images", type=int, default=DEFAULT_SIZES["images_per_test_identity"])
     parser.add_argument("--pairs-per-fold", type=int, default=DEFAULT_SIZES["pairs_per_fold"])
+    parser.add_argument("--val-identities", type=int, default=DEFAULT_SIZES["num_val_identities"],
+                        help="validation identities (0: no val split; default: %(default)s)")
+    parser.add_argument("--val-images", type=int, default=DEFAULT_SIZES["images_per_val_identity"])
+    parser.add_argument("--val-pairs-per-fold", type=int, default=DEFAULT_SIZES["val_pairs_per_fold"])
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--difficulty", default="{}", help="JSON overrides of Difficulty, e.g. '{\"yaw_deg\": 20}'")
     parser.add_argument("--force", action="store_true", help="rebuild even when the manifest matches")
@@ -372,7 +426,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"--difficulty: not valid JSON ({error})")
     kwargs = dict(num_train_identities=args.train_identities, images_per_train_identity=args.train_images,
                   num_test_identities=args.test_identities, images_per_test_identity=args.test_images,
-                  pairs_per_fold=args.pairs_per_fold, seed=args.seed, difficulty=difficulty)
+                  pairs_per_fold=args.pairs_per_fold, seed=args.seed, difficulty=difficulty,
+                  num_val_identities=args.val_identities, images_per_val_identity=args.val_images,
+                  val_pairs_per_fold=args.val_pairs_per_fold)
     start = time.perf_counter()
     if args.force:
         manifest = build_synthetic_faces(args.out, workers=args.workers, **kwargs)
@@ -382,7 +438,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     counts = manifest["counts"]
     print(f"{args.out}: {counts['train_identities']} train identities / {counts['train_images']} images, "
           f"{counts['test_identities']} test identities / {counts['test_images']} images, "
-          f"{counts['folds']} folds x ({counts['pairs_per_fold']} + {counts['pairs_per_fold']}) pairs; "
+          f"{counts['folds']} folds x ({counts['pairs_per_fold']} + {counts['pairs_per_fold']}) pairs, "
+          f"{counts.get('val_identities', 0)} val identities / {counts.get('val_images', 0)} images; "
           f"sha256 {manifest['sha256'][:16]}; {seconds:.1f} s with {args.workers} worker(s)")
     if args.preview:
         print(f"preview: {render_preview(args.out, args.preview)}")

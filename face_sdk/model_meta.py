@@ -14,7 +14,9 @@ Schema (version 1; the Trainer's ``export/model_meta.json`` is a valid instance)
       "weights": "backbone.pt",                              # state_dict next to the json (no key prefixes)
       "source": "...", "notes": "...",                       # optional provenance text
       "training_data": ..., "num_train_classes": ..., "training_mode": ..., "git_rev": ..., "config": ...,
-      "results": ..., "extra": {...}                         # optional provenance, kept as given
+      "results": ..., "extra": {...},                        # optional provenance, kept as given
+      "trained_families": ["partial"]                        # optional: occluder families seen in training
+                                                             # (data_processor/occlusion/families.py)
     }
 
 ``preprocess`` is a ``data_processor.preprocess.PreprocessSpec`` — the one normalisation contract. Any other key
@@ -34,7 +36,8 @@ from utils.checkpoint import atomic_write_text
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("arch", "embedding_dim", "preprocess")
 TEXT_KEYS = ("name", "weights", "source", "notes")
-PROVENANCE_KEYS = ("training_data", "num_train_classes", "training_mode", "git_rev", "config", "results", "extra")
+PROVENANCE_KEYS = ("training_data", "num_train_classes", "training_mode", "git_rev", "config", "results", "extra",
+                   "trained_families")
 OTHER_KEYS = ("format_version", "kwargs", "template")
 ALLOWED_KEYS = REQUIRED_KEYS + TEXT_KEYS + PROVENANCE_KEYS + OTHER_KEYS
 

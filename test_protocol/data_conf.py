@@ -6,7 +6,10 @@ starting with ``${SHARED_ROOT}`` is under ``$SHARED_ROOT`` (default: ``../shared
 ``data_conf.yaml`` may point at data wherever it lives (the shipped file uses none, so it works on any machine).
 Every entry holds the keyword arguments of a protocol in ``PROTOCOLS`` (``type`` defaults to ``PairVerification``)
 plus an optional ``builder``: the routine that creates an embedded synthetic set when its pairs file is missing
-(``synthetic_faces``, ``synthetic_occluded``).
+(``synthetic_faces``, ``synthetic_occluded[:KIND]`` from the synthetic test faces, ``synthetic_occluded_val:KIND``
+from the synthetic val faces; an occluded set without its ``hidden_fraction.txt``, written by an older builder, is
+rebuilt too), and an optional ``split``: ``test`` (default) or ``val`` — the validation sets, identities disjoint from
+train and test, the only place settings are chosen. Every evaluation row carries its set's split.
 
 ``protocol_config("SYNTH")`` is what a protocol list (``eval.protocols`` or ``test_lfw_adapt``) uses: the entry,
 resolved, built if needed, ready for ``PROTOCOLS.build``. In a config, ``{set: SYNTH-MASK, variant: both}`` names it.
@@ -21,6 +24,8 @@ from utils.config import load_yaml
 from utils.registry import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SPLITS = ("test", "val")
+DEFAULT_SPLIT = "test"
 DATA_CONF = Path(__file__).with_name("data_conf.yaml")
 PATH_KEYS = ("root", "pairs_file", "lists_dir")
 
@@ -55,25 +60,38 @@ def build_embedded_set(builder: str) -> None:
         from data_processor.synthetic_faces import ensure_synthetic_faces
 
         ensure_synthetic_faces(face_data_root / "synthetic_faces")
-    elif builder == "synthetic_occluded" or builder.startswith("synthetic_occluded:"):
-        # "synthetic_occluded" builds the default kinds (mask, sunglasses, crop); "synthetic_occluded:KIND" one kind
+    elif builder.partition(":")[0] in ("synthetic_occluded", "synthetic_occluded_val"):
+        # "synthetic_occluded" builds the default kinds (mask, sunglasses, crop); "synthetic_occluded:KIND" one kind;
+        # "synthetic_occluded_val:KIND" one kind from the val split (into synthetic_occluded_val/KIND)
         from test_protocol.lfw.occluded_set_builder import SYNTHETIC_KINDS, ensure_synthetic_occluded
 
-        if not (face_data_root / "synthetic_faces" / "test" / "pairs.txt").is_file():
+        source, kind = builder.partition(":")[::2]
+        split, out = ("val", "synthetic_occluded_val") if source == "synthetic_occluded_val" else ("test", source)
+        if split == "val" and not kind:
+            raise ConfigError(f"data_conf.yaml: builder {builder!r} needs a kind (synthetic_occluded_val:KIND)")
+        if not (face_data_root / "synthetic_faces" / split / "pairs.txt").is_file():
             build_embedded_set("synthetic_faces")
-        kind = builder.partition(":")[2]
-        ensure_synthetic_occluded(face_data_root / "synthetic_faces" / "test", face_data_root / "synthetic_occluded",
+        ensure_synthetic_occluded(face_data_root / "synthetic_faces" / split, face_data_root / out,
                                   kinds=(kind,) if kind else SYNTHETIC_KINDS)
     else:
         raise ConfigError(f"data_conf.yaml: unknown builder {builder!r}; known: synthetic_faces, synthetic_occluded, "
-                          f"synthetic_occluded:KIND")
+                          f"synthetic_occluded:KIND, synthetic_occluded_val:KIND")
+
+
+def needs_build(builder: str, pairs_file: Path) -> bool:
+    """Does an embedded set have to be (re)built: its pairs file is missing, or it is an occluded set written
+    before ``hidden_fraction.txt`` existed."""
+    if not pairs_file.is_file():
+        return True
+    return builder.startswith("synthetic_occluded") and not (pairs_file.parent / "hidden_fraction.txt").is_file()
 
 
 def protocol_config(entry: Dict[str, Any]) -> Dict[str, Any]:
-    """A resolved data_conf entry → protocol config: its builder runs first when the pairs file is missing."""
+    """A resolved data_conf entry → protocol config: its builder runs first when the set must be built
+    (``needs_build``). ``split`` stays in the config (``evaluate.build_protocols`` takes it off and tags rows)."""
     entry = dict(entry)
     builder = entry.pop("builder", None)
-    if builder and not Path(entry.get("pairs_file", "")).is_file():
+    if builder and needs_build(builder, Path(entry.get("pairs_file", ""))):
         build_embedded_set(builder)
     return entry
 
@@ -96,6 +114,8 @@ def load_data_conf(path: Optional[Path] = None, sets: Optional[Sequence[str]] = 
     resolved = []
     for name in wanted:
         entry = dict(entries[name] or {})
+        if entry.get("split", DEFAULT_SPLIT) not in SPLITS:
+            raise ConfigError(f"{path}: sets.{name}.split: expected one of {SPLITS}, got {entry['split']!r}")
         for key in PATH_KEYS:
             if key in entry:
                 entry[key] = resolve_path(str(entry[key]), roots, f"{path}: sets.{name}.{key}")

@@ -6,12 +6,16 @@
 - training checkpoint (``checkpoints/last.pt``): ``config`` (resolved) + ``model`` (``backbone.*``, ``head.*``);
   the backbone is built from ``config["backbone"]`` and fed per ``config["data"]["preprocess"]``.
 Checkpoint selection rule (printed by the caller): the *last* checkpoint of a run, never the best on a test set.
+
+The occluder families the model trained on (``LoadedModel.trained_families``, what rows are tagged seen / held_out
+against): an export's ``model_meta.json`` key ``trained_families``; a checkpoint's ``trained_families`` entry, else
+``trained_families(config["data"]["occlusion"])`` of its resolved config; ``None`` (unknown) otherwise.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Mapping, Optional
 
 import torch
 
@@ -28,12 +32,37 @@ class LoadedModel:
     model: torch.nn.Module
     spec: PreprocessSpec
     source: str  # the file the weights came from (named in every result row)
+    trained_families: Optional[List[str]] = None  # occluder families seen in training; None = unknown
+
+
+def meta_trained_families(provenance: Mapping[str, Any]) -> Optional[List[str]]:
+    """``trained_families`` of a model_meta's provenance (a list of family names), or None when absent."""
+    value = provenance.get("trained_families")
+    return [str(name) for name in value] if isinstance(value, (list, tuple)) else None
+
+
+def checkpoint_trained_families(state: Mapping[str, Any]) -> Optional[List[str]]:
+    """A training checkpoint's ``trained_families`` (recorded by the Trainer), else derived from its config's
+    ``data.occlusion``; None when neither is readable."""
+    recorded = state.get("trained_families")
+    if isinstance(recorded, (list, tuple)):
+        return [str(name) for name in recorded]
+    data = (state.get("config") or {}).get("data") if isinstance(state.get("config"), Mapping) else None
+    if not isinstance(data, Mapping):
+        return None
+    from data_processor.train_dataset import trained_families
+
+    try:
+        return trained_families(data.get("occlusion"))
+    except Exception:  # noqa: BLE001 - a config from another code version: unknown rather than a crash
+        return None
 
 
 def load_export(export_dir: str | Path) -> LoadedModel:
     """An export folder (``backbone.pt`` + ``model_meta.json``) → backbone in eval mode + its preprocessing."""
     model, meta = load_exported_recognizer(export_dir)
-    return LoadedModel(model, meta.preprocess, str(Path(export_dir) / meta.weights))
+    return LoadedModel(model, meta.preprocess, str(Path(export_dir) / meta.weights),
+                       meta_trained_families(meta.provenance))
 
 
 def load_onnx_export(path: str | Path) -> LoadedModel:
@@ -47,7 +76,9 @@ def load_onnx_export(path: str | Path) -> LoadedModel:
     for needed in (onnx_path, meta_path):
         if not needed.is_file():
             raise FileNotFoundError(f"--onnx {path}: {needed} is missing (write both with python -m utils.export_onnx)")
-    return LoadedModel(OnnxEmbeddingModel(onnx_path), read_model_meta(meta_path).preprocess, str(onnx_path))
+    meta = read_model_meta(meta_path)
+    return LoadedModel(OnnxEmbeddingModel(onnx_path), meta.preprocess, str(onnx_path),
+                       meta_trained_families(meta.provenance))
 
 
 def load_training_checkpoint(path: str | Path) -> LoadedModel:
@@ -66,7 +97,8 @@ def load_training_checkpoint(path: str | Path) -> LoadedModel:
     if not weights:
         raise KeyError(f"{path}: no 'backbone.*' weights in the checkpoint's model state")
     load_backbone_weights(model, weights, str(path))
-    return LoadedModel(model.eval(), PreprocessSpec.from_dict(preprocess_cfg), str(path))
+    return LoadedModel(model.eval(), PreprocessSpec.from_dict(preprocess_cfg), str(path),
+                       checkpoint_trained_families(state))
 
 
 def newest_run_model(work_dirs: str | Path) -> Path:

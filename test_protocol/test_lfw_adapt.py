@@ -7,6 +7,9 @@
 Without ``--checkpoint``/``--export``/``--onnx`` the newest run under ``work_dirs/`` is used (its ``export/`` folder
 when present, else ``checkpoints/last.pt``): the last checkpoint, never one picked on a test set. Embedded synthetic
 sets are built on first use; other missing sets give a "not available" row; a missing image is an error.
+Every row says its ``split`` (test / val) and whether the set's occluders are ``clean`` / ``seen`` / ``held_out``
+for this model (``unknown`` when the model does not record its trained occluder families); see
+``test_protocol.robustness``.
 """
 from __future__ import annotations
 
@@ -64,11 +67,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     entries = load_data_conf(args.data_conf, args.sets.split(",") if args.sets else None)
     protocols = build_protocols(protocol_configs(entries, args.variant))
     rows = run_protocols(loaded.model, loaded.spec, protocols, args.device, args.batch_size, loaded.source,
-                         args.num_workers)
+                         args.num_workers, trained_families=loaded.trained_families)
     print(format_table(rows))
     command = "python -m test_protocol.test_lfw_adapt " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     if args.json:
-        payload = {"model": loaded.source, "rule": SELECTION_RULE, "command": command, "rows": rows}
+        payload = {"model": loaded.source, "rule": SELECTION_RULE, "command": command,
+                   "trained_families": loaded.trained_families, "rows": rows}
         atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
     if args.report:
         from test_protocol.report import write_report
@@ -77,6 +81,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   for p in protocols if not isinstance(p, dict)}
         report = write_report(args.report, rows, curves, "Evaluation report",
                               [f"model: `{loaded.source}`", f"checkpoint rule: {SELECTION_RULE}",
+                               "trained occluder families: " + (", ".join(loaded.trained_families) or "none"
+                                                                if loaded.trained_families is not None
+                                                                else "unknown"),
                                f"command: `{command}`", f"preprocess: {loaded.spec.to_dict()}"])
         logger.info("report: %s", report)
     return 0

@@ -36,6 +36,7 @@ from test_protocol.extract import ImageSource, check_flip
 from test_protocol.pairs_parsers import PairList
 from test_protocol.protocol_base import (EmbeddingProtocol, check_available, check_images_exist, file_sha256,
                                          tar_columns)
+from test_protocol.robustness import fold_correct
 from test_protocol.verification_metrics import SPREAD_KINDS, auc, kfold_facexzoo, kfold_insightface, spread
 
 VARIANTS = ("facexzoo", "insightface")
@@ -88,6 +89,8 @@ class PairVerification(EmbeddingProtocol):
         else:
             self._setup(self.pairs.images, str(self.pairs_file))
 
+    pair_correct: Optional[np.ndarray] = None  # per pair, after compute(): right under its test fold's threshold
+
     def images(self) -> ImageSource:
         """What ``extract_views`` takes: the paths, or a Dataset decoding a ``.bin``'s images."""
         if self.pairs.encoded is not None:
@@ -107,8 +110,10 @@ class PairVerification(EmbeddingProtocol):
         similarity, issame = self.scores(), self.pairs.issame
         if self.variant == "facexzoo":
             accuracies, thresholds = kfold_facexzoo(similarity, issame, self.num_folds)
+            self.pair_correct = fold_correct(similarity, issame, thresholds, self.num_folds, "facexzoo")
         else:
             accuracies, thresholds = kfold_insightface(-similarity, issame, self.num_folds)
+            self.pair_correct = fold_correct(-similarity, issame, thresholds, self.num_folds, "insightface")
         self.store_curve(similarity, issame)
         defaults = VARIANT_DEFAULTS[self.variant]
         return {

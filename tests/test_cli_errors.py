@@ -78,7 +78,7 @@ def entry_point_cases(tmp: Path):
          "pairs file not found"),
         ("benchmarks.gfro_real_faces", ["--shared", str(missing), "--aligned", str(tmp / "lfw_aligned"),
                                         "--occluded-root", str(tmp / "occluded")], "pairs file not found"),
-        ("benchmarks.gfro_ablation", ["--work-dir", str(tmp / "ablation"), "--set", "data.no_such_key=1"],
+        ("benchmarks.compare_methods", ["--work-dir", str(tmp / "compare"), "--set", "data.no_such_key=1"],
          "no_such_key"),
         ("benchmarks.face_sdk_speed", ["--images", str(tmp / "empty")], "no .jpg images"),
     ]

@@ -13,8 +13,9 @@ from utils.export_onnx import main as export_main
 from tests.test_gfro_configs import REPO
 
 
-def released_trunk_gfro_config(faces) -> dict:
-    """embedded_cpu.yaml around the released MS1M MobileFaceNet trunk (fine-tuning layout), 2 steps on random faces."""
+def released_trunk_gfro_config(faces, visibility_head: bool = False) -> dict:
+    """embedded_cpu.yaml around the released MS1M MobileFaceNet trunk (fine-tuning layout), 2 steps on random faces
+    (``visibility_head``: with the visibility head, trained by ``training_mode.visibility_weight``)."""
     cfg = load_config(REPO / "configs" / "gfro" / "embedded_cpu.yaml")
     return merge(cfg, {
         "data": {"train": {"type": "ImageListDataset", "root": str(faces / "images"),
@@ -23,7 +24,8 @@ def released_trunk_gfro_config(faces) -> dict:
                                 "std": [58.395, 57.12, 57.375]},
                  "batch_size": 4, "num_workers": 0},
         "backbone": {"trunk": {"type": "MobileFaceNetReLU6", "feat_dim": 128, "input_size": [112, 112]},
-                     "feat_dim": 128, "top_k": 2, "global_prior": 4.0},
+                     "feat_dim": 128, "top_k": 2, "global_prior": 4.0, "visibility_head": visibility_head},
+        "training_mode": {"visibility_weight": 0.1 if visibility_head else 0.0},
         "optim": {"lr": 0.001},
         "eval": {"protocols": []},
         "runtime": {"max_steps": 2, "log_interval": 1, "freeze_bn_stats": True,
@@ -32,12 +34,14 @@ def released_trunk_gfro_config(faces) -> dict:
 
 
 @pytest.mark.shared
-def test_gfro_export_onnx_scores_lfw_like_pytorch(shared, random_faces, aligned_lfw_subset, tmp_path, monkeypatch):
+@pytest.mark.parametrize("visibility_head", [False, True], ids=["plain", "visibility_head"])
+def test_gfro_export_onnx_scores_lfw_like_pytorch(shared, random_faces, aligned_lfw_subset, tmp_path, monkeypatch,
+                                                  visibility_head):
     pytest.importorskip("onnxruntime")
     weights = shared("weights/recognition/foamliu_mobilefacenet_ms1m.pt")
     monkeypatch.setenv("FACE_SDK_WEIGHTS_DIR", str(weights.parents[1]))
     aligned, pairs = aligned_lfw_subset(60)
-    trainer = Trainer(released_trunk_gfro_config(random_faces), tmp_path / "run")
+    trainer = Trainer(released_trunk_gfro_config(random_faces, visibility_head), tmp_path / "run")
     try:
         trainer.fit()
         export = trainer.export()

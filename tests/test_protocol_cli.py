@@ -132,7 +132,7 @@ def test_shell_script_with_export_and_report(data_root):
     assert result.returncode == 0, result.stderr
     assert "TINY" in result.stdout and "insightface" in result.stdout and "checkpoint rule" in result.stderr
     report = (data_root / "report" / "report.md").read_text()
-    assert "| TINY | facexzoo |" in report and "roc_facexzoo.png" in report
+    assert "| TINY | test | clean | facexzoo |" in report and "roc_facexzoo.png" in report
     for png in ("roc_facexzoo.png", "roc_insightface.png", "accuracy_by_set.png"):
         assert (data_root / "report" / png).read_bytes()[:4] == b"\x89PNG"
 

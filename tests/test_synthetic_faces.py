@@ -17,9 +17,11 @@ from data_processor.synthetic_identity import (Nuisance, identity_rng, image_rng
                                                sample_nuisance)
 from data_processor.synthetic_render import render_face, render_identity_image
 
-# A small set: 6 train identities x 4 images; 20 test identities (2 per fold) x 3 images; 3 + 3 pairs per fold.
+# A small set: 6 train identities x 4 images; 20 test identities (2 per fold) x 3 images; 3 + 3 pairs per fold;
+# the val split as small as the test split.
 SMALL = dict(num_train_identities=6, images_per_train_identity=4, num_test_identities=20,
-             images_per_test_identity=3, pairs_per_fold=3)
+             images_per_test_identity=3, pairs_per_fold=3, num_val_identities=20, images_per_val_identity=3,
+             val_pairs_per_fold=3)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,8 @@ def test_same_seed_gives_identical_bytes_whatever_the_workers(small_set, tmp_pat
     stored = json.loads((root / "manifest.json").read_text())
     assert stored["sha256"] == manifest["sha256"] and stored["seed"] == 0
     assert stored["counts"]["train_images"] == 24 and stored["counts"]["test_images"] == 60
-    assert stored["counts"]["files"] == 24 + 60 + 2 + 2 + 1   # images, two lists, two landmark files, pairs
+    assert stored["counts"]["val_images"] == 60 and stored["generator_version"] == 2
+    assert stored["counts"]["files"] == 24 + 60 + 60 + 3 + 3 + 2   # images, three lists, three landmark files, pairs
 
 
 def test_other_seed_gives_other_data(small_set, tmp_path):

@@ -1,6 +1,7 @@
 """GFRO training (GFRO.md §3): identity loss on clean and noisy views + clean–noisy contrastive + optional KD.
 
     L = w_c·CE(head(z_c)) + w_n·CE(head(z_n)) + λ_con·L_con(z_n → positives) + λ_kd·L_kd(z_c, t_c) + backbone aux
+        [+ λ_vis·BCE(predicted region visibility, visible fraction of the batch's masks)]
 
 ``z_c`` / ``z_n`` are the student embeddings of the clean image and of its noisy view, computed in ONE forward of
 the concatenated batch (the trunk's BatchNorm statistics over both views; a backbone with ``accepts_stats_rows``,
@@ -12,7 +13,8 @@ the clean images converted with ITS OWN preprocessing spec. Works with any backb
 balance term and the per-occlusion-type gate weights come from ``forward_train``.
 
 ``terms`` hold each weighted contribution (their sum is the loss); ``stats`` hold scalars for TensorBoard: the
-unweighted values (``raw/<term>``), clean–noisy cosine similarities and ``gate/<occlusion type>/<branch>``.
+unweighted values (``raw/<term>``), clean–noisy cosine similarities and ``gate/<occlusion type>/<branch>`` (with a
+visibility head also ``visibility/<occlusion type>/<branch>``, the mean predicted visible fraction).
 """
 from __future__ import annotations
 
@@ -26,8 +28,10 @@ from torch import nn
 from data_processor.preprocess import PreprocessSpec, preprocess
 from loss.contrastive import CleanNoisyContrastiveLoss
 from loss.distillation import CosineDistillationLoss
+from loss.visibility import region_visibility_targets, soft_bce
 from training_mode import TRAINING_MODES
 from training_mode.base import TrainingMode
+from utils.registry import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -54,17 +58,30 @@ class GFROTraining(TrainingMode):
         kd_form: ``cosine`` (1 − cos) or ``mse`` (squared distance of normalised embeddings).
         clean_ce_weight / noisy_ce_weight: weights of the identity loss on the clean and the noisy view.
         exclude_same_identity: drop other images of the anchor's identity from the contrastive negatives.
+        visibility_weight: λ_vis of the visibility term (needs ``backbone.visibility_head: true``): BCE between
+            the backbone's predicted per-branch visibility and the visible fraction of each branch's region in
+            ``batch["visibility"]`` (noisy views; the clean images' target is 1), ``loss/visibility.py``.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, preprocess_spec: PreprocessSpec,
                  teacher: Optional[nn.Module] = None, contrastive_weight: float = 1.0, temperature: float = 0.07,
                  kd_weight: float = 0.0, noisy_ce_weight: float = 1.0, clean_ce_weight: float = 1.0,
-                 kd_form: str = "cosine", queue_size: int = 0, exclude_same_identity: bool = True) -> None:
+                 kd_form: str = "cosine", queue_size: int = 0, exclude_same_identity: bool = True,
+                 visibility_weight: float = 0.0) -> None:
         super().__init__(backbone, head, preprocess_spec, teacher)
         for name, value in (("contrastive_weight", contrastive_weight), ("kd_weight", kd_weight),
-                            ("noisy_ce_weight", noisy_ce_weight), ("clean_ce_weight", clean_ce_weight)):
+                            ("noisy_ce_weight", noisy_ce_weight), ("clean_ce_weight", clean_ce_weight),
+                            ("visibility_weight", visibility_weight)):
             if value < 0:
                 raise ValueError(f"training_mode.{name} must be >= 0, got {value}")
+        self.visibility_weight = float(visibility_weight)
+        has_head = getattr(backbone, "visibility_head", None) is not None
+        if self.visibility_weight > 0 and not has_head:
+            raise ConfigError(f"training_mode.visibility_weight={visibility_weight} needs a backbone with a "
+                              f"visibility head (backbone.type: GFROEmbedding with backbone.visibility_head: true)")
+        if has_head and self.visibility_weight == 0:
+            logger.warning("backbone.visibility_head is on but training_mode.visibility_weight is 0: the head is not "
+                           "trained and every branch keeps the same visibility (no effect on the gate)")
         self.contrastive_weight = float(contrastive_weight)
         self.kd_weight = float(kd_weight)
         self.noisy_ce_weight = float(noisy_ce_weight)
@@ -121,9 +138,18 @@ class GFROTraining(TrainingMode):
                 raw["kd"] = self.distillation(z_clean, teacher_clean)
         else:
             raw["kd"] = embeddings.new_zeros((), dtype=torch.float32)
+        if self.visibility_weight > 0:
+            if "visibility" not in batch:
+                raise KeyError("GFROTraining: training_mode.visibility_weight > 0 needs batch['visibility'] (the "
+                               "noisy views' masks, from data.occlusion)")
+            masks = batch["visibility"].to(clean.device).reshape(size * views, *batch["visibility"].shape[-2:])
+            noisy_target = region_visibility_targets(masks, self.backbone.visibility_weights)
+            target = torch.cat([noisy_target.new_ones(size, noisy_target.shape[1]), noisy_target])
+            raw["visibility"] = soft_bce(out["visibility"], target)
 
         weights = {"ce_clean": self.clean_ce_weight, "ce_noisy": self.noisy_ce_weight,
-                   "contrastive": self.contrastive_weight, "kd": self.kd_weight if teacher_clean is not None else 0.0}
+                   "contrastive": self.contrastive_weight, "kd": self.kd_weight if teacher_clean is not None else 0.0,
+                   "visibility": self.visibility_weight}
         terms = {name: weights[name] * value for name, value in raw.items()}
         if "aux_loss" in head_out:
             terms["head_aux"] = head_out["aux_loss"]
@@ -149,11 +175,15 @@ class GFROTraining(TrainingMode):
             types = torch.cat([torch.zeros(size, dtype=torch.long, device=gates.device),
                                noisy_types.to(gates.device).long().reshape(-1)])
             stats.update(self.gate_stats(gates, types, branch_names))
+            visibility = backbone_stats.get("visibility")
+            if torch.is_tensor(visibility):
+                stats.update(self.gate_stats(visibility, types, branch_names, prefix="visibility"))
         return stats
 
-    def gate_stats(self, gates: torch.Tensor, types: torch.Tensor,
-                   branch_names: Sequence[str]) -> Dict[str, torch.Tensor]:
-        """Mean integrate-gate weight per occlusion type present in the batch and branch: ``gate/<type>/<branch>``."""
+    def gate_stats(self, gates: torch.Tensor, types: torch.Tensor, branch_names: Sequence[str],
+                   prefix: str = "gate") -> Dict[str, torch.Tensor]:
+        """Mean integrate-gate weight (or other per-branch value) per occlusion type present in the batch and
+        branch: ``<prefix>/<type>/<branch>``."""
         if self._type_names is None:
             self._type_names = occlusion_type_names()
         counts = torch.bincount(types, minlength=1)
@@ -163,5 +193,5 @@ class GFROTraining(TrainingMode):
         for type_id in torch.nonzero(counts).flatten().tolist():  # one host sync per step
             type_name = self._type_names.get(type_id, f"type{type_id}")
             for branch, name in enumerate(branch_names):
-                stats[f"gate/{type_name}/{name}"] = means[type_id, branch]
+                stats[f"{prefix}/{type_name}/{name}"] = means[type_id, branch]
         return stats

@@ -83,6 +83,8 @@ class Trainer:
 
         data_cfg = cfg["data"]
         self.dataset = build_train_dataset(data_cfg)
+        from data_processor.train_dataset import trained_families
+        self.trained_families: List[str] = trained_families(data_cfg.get("occlusion"))  # results/meta/checkpoints
         self.num_class = int(self.dataset.num_classes)
         self.spec = PreprocessSpec.from_dict(data_cfg.get("preprocess"))
         self.batch_size = int(data_cfg.get("batch_size", 64))
@@ -281,6 +283,7 @@ class Trainer:
         return {
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "config": self.cfg,
+            "trained_families": self.trained_families,
             "num_class": self.num_class,
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
@@ -416,7 +419,8 @@ class Trainer:
         barrier(self.dist)
         if self.writer is not None:
             self.writer.flush()
-        return {"history": history, "seconds": time.perf_counter() - start_time}
+        return {"history": history, "seconds": time.perf_counter() - start_time,
+                "trained_families": self.trained_families}
 
     def _log_scalars(self, out: Dict[str, Any], loss_value: float) -> None:
         if self.writer is None:
@@ -462,6 +466,7 @@ class Trainer:
             "template": self.spec.template,
             "num_train_classes": self.num_class,
             "training_mode": self.cfg["training_mode"]["type"],
+            "trained_families": self.trained_families,
             "source": "training run",
         }
 
@@ -477,7 +482,7 @@ class Trainer:
         from test_protocol.evaluate import evaluate_model
         return evaluate_model(self.module.embedding_model(), self.spec, protocols, self.device,
                               batch_size=int(self.cfg.get("eval", {}).get("batch_size", 128)),
-                              checkpoint=str(self.checkpoint_dir / "last.pt"))
+                              checkpoint=str(self.checkpoint_dir / "last.pt"), trained_families=self.trained_families)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -498,10 +503,12 @@ def format_seconds(seconds: float) -> str:
 
 
 def write_results(run_dir: Path, rows: List[Dict[str, Any]], fit_info: Dict[str, Any]) -> Path:
-    """``<run_dir>/results.json``: evaluation rows plus the training summary."""
+    """``<run_dir>/results.json``: evaluation rows plus the training summary, including ``trained_families`` (the
+    occluder families the run trained on, from ``fit_info``; the rows' ``occluders`` tags are relative to it)."""
     history = fit_info.get("history", [])
     payload = {
         "rows": rows,
+        "trained_families": fit_info.get("trained_families"),
         "train_seconds": fit_info.get("seconds"),
         "steps": len(history),
         "first_loss": history[0]["loss"] if history else None,

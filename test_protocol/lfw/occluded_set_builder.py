@@ -8,6 +8,7 @@ file. Output folder::
     <out>/image_list.txt                 every image of the pairs, one relative path per line (sorted)
     <out>/landmarks.txt                  their landmarks (unchanged: occlusion keeps the geometry)
     <out>/occlusions.txt                 ``relative/path kind`` (``none`` = copied unchanged)
+    <out>/hidden_fraction.txt            ``relative/path fraction`` per occluded image (see ``hidden_fraction``)
     <out>/manifest.json                  seed, parameters, source checksums, per-pair counts, the sha256 of every
                                          output file (``files``; ``output_sha256`` over them) and of the code
     <out>/examples.png                   a grid of example pairs (source | output, both sides)
@@ -29,6 +30,10 @@ list, identity = the image's folder), never of the occluded person nor of anyone
 negative pair must not gain a copy of its other face); ``object_photo`` pastes photographed objects
 (``data_processor/occlusion/objects.py``) — together the family ``object``, held out of the default training mix.
 
+``art`` (family ``user_art``) pastes the RGBA art drawn in this module (``validation_art_occluders``: a striped
+diagonal band and a patterned badge, warped by their 5 anchors): no GFRO preset trains on it and no test set uses it,
+so the validation sets built with it (``SYNTH-VAL-ART``) stand in for occluders a model has never seen.
+
 A folder is reused (``ensure_synthetic_occluded``, ``benchmarks.gfro_real_faces``) only when ``reuse_problem`` finds
 nothing: the same settings, the same occlusion code (``CODE_MODULES``), every file as its manifest recorded it, and
 the source images and landmarks it was built from unchanged.
@@ -48,28 +53,131 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from data_processor.image_io import read_image, write_image
+from data_processor.image_io import encode_image, read_image, write_image
 from data_processor.landmarks import TEMPLATES, read_landmark_file, write_landmark_file
-from data_processor.occlusion import DRAWN_OCCLUDERS, OCCLUDERS, PARTIAL_VIEWS, DonorPool
+from data_processor.occlusion import DRAWN_OCCLUDERS, IDENTITY_KINDS, OCCLUDERS, PARTIAL_VIEWS, DonorPool, occlude
 from data_processor.occlusion.files import FileOcclusionJob, run_file_occlusion
 from data_processor.occlusion.objects import identity_of_path
+from data_processor.occlusion.rgba_occluder import RGBAOccluder
 from utils.provenance import (checksums_digest, file_checksums, sha256_file, source_digest, tree_digest,
                               verify_checksums)
 
-__all__ = ["BuildConfig", "CODE_MODULES", "assign_occluded", "build_occluded_set", "crop_cli",
-           "ensure_synthetic_occluded", "reuse_problem", "tree_digest"]
+__all__ = ["BuildConfig", "CODE_MODULES", "HIDDEN_FRACTION_FILE", "assign_occluded", "build_occluded_set",
+           "crop_cli", "ensure_synthetic_occluded", "face_box", "hidden_fraction", "read_hidden_fractions",
+           "reuse_problem", "tree_digest", "validation_art_occluders"]
 
 SIDES = ("one", "both", "none")
 OCCLUSION_ALIASES: Dict[str, Tuple[str, ...]] = {
     "crop": PARTIAL_VIEWS,                                  # a random landmark-guided partial view per image
     "synthetic": DRAWN_OCCLUDERS,                           # a random drawn occluder per image
     "gfro_mix": ("mask", "eyeglasses", "sunglasses"),       # GFRO's test-set generator: uniform over these three
+    "art": ("rgba",),                                       # this module's RGBA art (validation_art_occluders)
 }
+HIDDEN_FRACTION_FILE = "hidden_fraction.txt"
 MANIFEST_VERSION = 2  # 2: per-file checksums ("files") and the code digest ("code_sha256")
 # the code an occluded set depends on (its digest is recorded in manifest.json; a change means a rebuild)
 CODE_MODULES = ("test_protocol.lfw.occluded_set_builder", "test_protocol.pairs_parsers", "data_processor.occlusion.*",
                 "data_processor.landmarks", "data_processor.image_io")
 SYNTHETIC_KINDS = ("mask", "sunglasses", "crop")
+FACE_BOX_EXPAND = (0.5, 0.5, 0.8, 0.4)  # left, right, top, bottom: fractions of the landmarks' box width / height
+
+
+def face_box(landmarks: np.ndarray, shape: Tuple[int, ...]) -> Tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` pixel slice bounds of the face region of an image of ``shape`` with 5 ``landmarks``.
+
+    The box spanned by the 5 landmarks (width ``w`` = max − min x, height ``h`` = max − min y, i.e. eyes to mouth)
+    is expanded to the face: ``0.5 w`` to the left and to the right, ``0.8 h`` up (brows, forehead) and ``0.4 h``
+    down (chin); the bounds are floored / ceiled to whole pixels and clipped to the image. On the 112×112 ArcFace
+    template this is x 20..92, y 18..109 — the face, without the background corners.
+    """
+    points = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    (x_min, y_min), (x_max, y_max) = points.min(axis=0), points.max(axis=0)
+    width, height = max(x_max - x_min, 1.0), max(y_max - y_min, 1.0)
+    left, right, top, bottom = FACE_BOX_EXPAND
+    x0 = int(np.clip(np.floor(x_min - left * width), 0, shape[1]))
+    x1 = int(np.clip(np.ceil(x_max + right * width), 0, shape[1]))
+    y0 = int(np.clip(np.floor(y_min - top * height), 0, shape[0]))
+    y1 = int(np.clip(np.ceil(y_max + bottom * height), 0, shape[0]))
+    return x0, y0, x1, y1
+
+
+def hidden_fraction(visibility: np.ndarray, landmarks: np.ndarray) -> float:
+    """Fraction of the face region hidden by an occluder: ``1 − mean(visibility > 0)`` over the pixels of
+    :func:`face_box` (``visibility``: the occluder's H×W mask, 1 = visible). 0 for an unoccluded image; a box that
+    falls outside the image counts as fully visible (0)."""
+    x0, y0, x1, y1 = face_box(landmarks, visibility.shape)
+    region = np.asarray(visibility)[y0:y1, x0:x1]
+    return float(1.0 - np.count_nonzero(region) / region.size) if region.size else 0.0
+
+
+def read_hidden_fractions(path: str | Path) -> Dict[str, float]:
+    """``hidden_fraction.txt`` → ``{relative/path: fraction}`` (images it does not list are unoccluded: 0)."""
+    table: Dict[str, float] = {}
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            name, _, value = line.rpartition(" ")
+            if not name:
+                raise ValueError(f"{path}:{number}: expected 'relative/path fraction', got {line!r}")
+            table[name] = float(value)
+    return table
+
+
+def _art_canvas(draw: Any) -> RGBAOccluder:
+    """An RGBA art drawn at 2× the 112×112 ArcFace template, anchored on the template's 5 points."""
+    from data_processor.landmarks import ARCFACE_TEMPLATE_112
+
+    colour = np.zeros((224, 224, 3), dtype=np.uint8)
+    alpha = np.zeros((224, 224), dtype=np.uint8)
+    name = draw(colour, alpha)
+    art = np.dstack([colour, alpha])
+    return RGBAOccluder(art, np.asarray(ARCFACE_TEMPLATE_112, dtype=np.float64) * 2.0, name=name)
+
+
+def _draw_band(colour: np.ndarray, alpha: np.ndarray) -> str:
+    band = np.array([[20, 70], [70, 40], [210, 170], [170, 205]], dtype=np.int32)  # forehead-left to chin-right
+    cv2.fillPoly(alpha, [band], 245)
+    colour[:] = (40, 120, 200)
+    for offset in range(-224, 224, 14):  # diagonal stripes
+        cv2.line(colour, (offset, 0), (offset + 224, 224), (235, 235, 90), 4)
+    return "val_band"
+
+
+def _draw_badge(colour: np.ndarray, alpha: np.ndarray) -> str:
+    centre = (150, 125)  # over the right eye and cheek
+    cv2.circle(alpha, centre, 52, 240, -1)
+    colour[:] = (150, 40, 150)
+    for radius, shade in ((52, (150, 40, 150)), (38, (250, 250, 250)), (24, (30, 160, 60)), (10, (250, 200, 0))):
+        cv2.circle(colour, centre, radius, shade, -1)
+    return "val_badge"
+
+
+def validation_art_occluders() -> List[RGBAOccluder]:
+    """The in-repo RGBA art of kind ``art`` (family ``user_art``): a striped diagonal band and a patterned
+    badge. Drawn here (not files), so a validation set built from them depends on this module's code only."""
+    return [_art_canvas(_draw_band), _art_canvas(_draw_badge)]
+
+
+@dataclass
+class HiddenFractionJob(FileOcclusionJob):
+    """:class:`FileOcclusionJob` that also returns each image's :func:`hidden_fraction` (same pixels, same
+    random draws): ``(index, name, occlude?)`` → ``(name, kind or "none", fraction)``."""
+
+    def __call__(self, task: Tuple[int, str, bool]) -> Tuple[str, str, float]:  # type: ignore[override]
+        index, name, occluded = task
+        source, target = self.source_root / name, self.target_root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not occluded:
+            shutil.copyfile(source, target)
+            return name, "none", 0.0
+        rng = np.random.default_rng([self.seed, index])
+        kind = self.kinds[int(rng.integers(len(self.kinds)))]
+        extra = {}
+        if kind in IDENTITY_KINDS:
+            extra["identity"] = self.identities[name] if self.identities is not None else identity_of_path(name)
+        noisy, visibility = occlude(read_image(source), self.landmarks[name], kind, rng,
+                                    **self.kind_params.get(kind, {}), **extra)
+        target.write_bytes(encode_image(noisy, target.suffix or ".png"))
+        return name, kind, hidden_fraction(visibility, self.landmarks[name])
 
 
 @dataclass
@@ -256,13 +364,19 @@ def build_occluded_set(config: BuildConfig, out: str | Path, workers: int = 1, o
     kind_params = {k: _kind_params(k, config.fill, config.params) for k in kinds}
     if "crowd" in kind_params:  # donors: the other images of this set, read when drawn
         kind_params["crowd"]["donors"] = DonorPool.from_files(root, images, landmarks)
-    job = FileOcclusionJob(source_root=root, target_root=out_images, seed=int(config.seed), kinds=kinds,
-                           kind_params=kind_params, landmarks=landmarks, identities=_paired_identities(pairs))
+    if "rgba" in kind_params and "occluder" not in kind_params["rgba"]:  # the module's own art (kind "art")
+        kind_params["rgba"]["occluder"] = validation_art_occluders()
+    job = HiddenFractionJob(source_root=root, target_root=out_images, seed=int(config.seed), kinds=kinds,
+                            kind_params=kind_params, landmarks=landmarks, identities=_paired_identities(pairs))
     tasks = [(index, name, occluded[name]) for index, name in enumerate(images)]
     results = run_file_occlusion(job, tasks, workers)
+    fractions = [(name, fraction) for name, kind, fraction in results if kind != "none"]
+    results = [(name, kind) for name, kind, _ in results]
     shutil.copyfile(pairs_file, staging / "pairs.txt")
     (staging / "image_list.txt").write_text("".join(f"{name}\n" for name in images), encoding="utf-8")
     (staging / "occlusions.txt").write_text("".join(f"{name} {kind}\n" for name, kind in results), encoding="utf-8")
+    (staging / HIDDEN_FRACTION_FILE).write_text("".join(f"{name} {fraction:.6f}\n" for name, fraction in fractions),
+                                                encoding="utf-8")
     write_landmark_file(staging / "landmarks.txt", {name: landmarks[name] for name in images})
     write_image(staging / "examples.png", _examples_figure(pairs, occluded_by_pair_index, root, out_images,
                                                              config.examples))
@@ -279,6 +393,8 @@ def build_occluded_set(config: BuildConfig, out: str | Path, workers: int = 1, o
                    "occluded_images": int(sum(kind != "none" for _, kind in results)),
                    "pairs_by_occluded_sides": {str(k): per_pair.get(k, 0) for k in (0, 1, 2)},
                    "kinds": dict(sorted(Counter(kind for _, kind in results).items()))},
+        "hidden_fraction": {"file": HIDDEN_FRACTION_FILE, "images": len(fractions),
+                            "mean": round(float(np.mean([f for _, f in fractions])), 6) if fractions else 0.0},
         "libraries": {"numpy": np.__version__, "opencv": cv2.__version__},
         "code_sha256": source_digest(CODE_MODULES),
     }
@@ -338,7 +454,7 @@ def reuse_problem(out: str | Path, config: BuildConfig, needed: Optional[Sequenc
 
 def ensure_synthetic_occluded(source: str | Path, out_root: str | Path, kinds: Sequence[str] = SYNTHETIC_KINDS,
                               seed: int = 0, side: str = "both") -> List[Path]:
-    """Build ``<out_root>/<kind>`` from the embedded synthetic test faces (``images/``, ``landmarks.txt``,
+    """Build ``<out_root>/<kind>`` from the embedded synthetic test (or val) faces (``images/``, ``landmarks.txt``,
     ``pairs.txt`` under ``source``) for every kind whose folder cannot be reused (``reuse_problem``)."""
     source, out_root = Path(source), Path(out_root)
     built = []
