@@ -333,7 +333,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="small", help="shared training budget")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                        help=f"comma list, first = the reference of the paired differences; known: {', '.join(METHODS)}")
+                        help="comma list, first = the reference of the paired differences; known: "
+                             + ", ".join(METHODS))
     parser.add_argument("--seeds", default="0,1,2", help="comma list of training seeds (≥ 3 for a spread)")
     parser.add_argument("--split", choices=sorted(SPLIT_SETS), default="test",
                         help="val: choose settings; test: the final table (read once)")

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from backbone.gfro import GFROEmbedding, template_region_boxes
+from backbone.gfro import template_region_boxes
 from data_processor.landmarks import ARCFACE_TEMPLATE_112
 from data_processor.occlusion import occlude
 from data_processor.synthetic_faces import SyntheticFaceDataset
 from data_processor.train_dataset import OcclusionTrainDataset
-from loss.visibility import cell_visibility, region_visibility_targets, soft_bce
+from loss.visibility import cell_visibility, region_visibility_targets
 from training_mode import TRAINING_MODES
 from training_mode.gfro import GFROTraining
 from utils.registry import ConfigError

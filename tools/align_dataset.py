@@ -39,7 +39,8 @@ import numpy as np
 
 from utils.cli import run_cli
 from utils.progress import progress as progress_bar
-from utils.provenance import checksums_digest, file_checksums, sha256_file, source_digest, verify_checksums
+from utils.provenance import (checksums_digest, file_checksums, read_manifest, sha256_file, source_digest,
+                              verify_checksums)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 LFW_NAME = re.compile(r"^(?P<person>.+)_(?P<number>\d{4})$")
@@ -240,13 +241,9 @@ def reuse_problem(output_root: Path, settings: AlignSettings, layout: str, input
     ``input_root``; every crop and report must match the summary's checksums; and it must hold the crops ``needed``
     (relative output paths, e.g. the images of the pairs to score) — or, without ``needed``, have been made from
     exactly the images now under ``input_root``."""
-    summary_path = output_root / "summary.json"
-    if not summary_path.is_file():
-        return "no summary.json"
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        return f"summary.json is not valid JSON ({error})"
+    summary, problem = read_manifest(output_root / "summary.json")
+    if summary is None:
+        return problem
     if not isinstance(summary.get("files"), dict) or not isinstance(summary.get("inputs"), dict):
         return "summary.json has no per-file checksums (written by an older version)"
     wanted = settings_record(settings, layout)

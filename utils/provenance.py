@@ -16,7 +16,7 @@ import hashlib
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHUNK = 1 << 20
@@ -156,3 +156,14 @@ def verify_folder(root: str | Path, checksums: Mapping[str, str], manifest: str 
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise StaleFolderError(f"{root} does not match {manifest}: {', '.join(problems[:3])}{more}")
+
+
+def read_manifest(path: str | Path) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """``(manifest, None)`` for a readable JSON manifest, else ``(None, why not)`` — for reuse checks."""
+    path = Path(path)
+    if not path.is_file():
+        return None, f"no {path.name}"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), None
+    except ValueError as error:
+        return None, f"{path.name} is not valid JSON ({error})"

@@ -59,7 +59,7 @@ from data_processor.occlusion import DRAWN_OCCLUDERS, IDENTITY_KINDS, OCCLUDERS,
 from data_processor.occlusion.files import FileOcclusionJob, run_file_occlusion
 from data_processor.occlusion.objects import identity_of_path
 from data_processor.occlusion.rgba_occluder import RGBAOccluder
-from utils.provenance import (checksums_digest, file_checksums, sha256_file, source_digest, tree_digest,
+from utils.provenance import (checksums_digest, file_checksums, read_manifest, sha256_file, source_digest, tree_digest,
                               verify_checksums)
 
 __all__ = ["BuildConfig", "CODE_MODULES", "HIDDEN_FRACTION_FILE", "assign_occluded", "build_occluded_set",
@@ -414,13 +414,9 @@ def reuse_problem(out: str | Path, config: BuildConfig, needed: Optional[Sequenc
     the manifest recorded it, the source images (``config.source``) and landmarks it was built from unchanged, and
     every image of ``needed`` (default: the manifest's own image list) present."""
     out = Path(out)
-    manifest_path = out / "manifest.json"
-    if not manifest_path.is_file():
-        return "no manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        return f"manifest.json is not valid JSON ({error})"
+    manifest, problem = read_manifest(out / "manifest.json")
+    if manifest is None:
+        return problem
     recorded, wanted = manifest.get("config", {}), json.loads(json.dumps(asdict(config)))
     changed = [key for key in (keys or list(wanted)) if recorded.get(key) != wanted[key]]
     if changed:
