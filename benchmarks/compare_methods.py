@@ -87,7 +87,7 @@ DEFAULT_METHODS = ("arcface", "arcface_aug", "gfro_contrastive", "gfro", "gfro_v
 # "small" fits about one CPU hour on a 2-core box for the default rows × 3 seeds with --jobs 2 (one thread each);
 # "full" is the presets' own resolution and trunk width.
 BUDGETS: Dict[str, Dict[str, Any]] = {
-    "small": {"batch_size": 32, "epochs": 4, "max_steps": None, "lr": 0.1, "warmup_epochs": 0.2, "width": 0.25,
+    "small": {"batch_size": 32, "epochs": 2, "max_steps": None, "lr": 0.1, "warmup_epochs": 0.2, "width": 0.25,
               "input_size": [64, 64]},
     "full": {"batch_size": 32, "epochs": 8, "max_steps": None, "lr": 0.1, "warmup_epochs": 0.5, "width": 1.0,
              "input_size": [112, 112]},
