@@ -55,6 +55,52 @@ class PreprocessSpec:
 
 FACEXZOO_SPEC = PreprocessSpec("BGR", (127.5,) * 3, (128.0,) * 3)
 INSIGHTFACE_SPEC = PreprocessSpec("RGB", (127.5,) * 3, (127.5,) * 3)
+IMAGENET_SPEC = PreprocessSpec("RGB", tuple(round(255 * v, 4) for v in (0.485, 0.456, 0.406)),
+                               tuple(round(255 * v, 4) for v in (0.229, 0.224, 0.225)))
+
+# The named input contracts of common releases, the one place they are written (``--preprocess NAME``):
+#   insightface: RGB, (x - 127.5) / 127.5, 112x112, ArcFace 5-point template (insightface model zoo, ArcFace,
+#                CurricularFace, MagFace, AdaFace, ElasticFace releases)
+#   facexzoo:    BGR, (x - 127.5) / 128, 112x112, ArcFace template (FaceX-Zoo's OpenCV-read training/test code)
+#   imagenet:    RGB, torchvision ImageNet mean/std x 255, 112x112, ArcFace template (PIL + torchvision loaders)
+PREPROCESS_PRESETS: Dict[str, PreprocessSpec] = {
+    "insightface": INSIGHTFACE_SPEC,
+    "facexzoo": FACEXZOO_SPEC,
+    "imagenet": IMAGENET_SPEC,
+}
+
+
+def parse_preprocess(text: str) -> PreprocessSpec:
+    """``--preprocess``: a preset name, a JSON object of ``PreprocessSpec`` keys, or ``[PRESET,]key=value,...``
+    (``mean``/``std`` as ``127.5`` or ``123.7/116.3/103.5``, ``input_size`` as ``112x96``), e.g.
+    ``facexzoo,channel_order=RGB,input_size=112x96,template=sphereface_112x96``."""
+    text = text.strip()
+    if text.startswith("{"):
+        import json
+
+        return PreprocessSpec.from_dict(json.loads(text))
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ValueError("--preprocess: empty spec")
+    base = INSIGHTFACE_SPEC
+    if "=" not in items[0]:
+        name = items.pop(0)
+        if name not in PREPROCESS_PRESETS:
+            raise ValueError(f"--preprocess: unknown preset {name!r}; presets: {', '.join(PREPROCESS_PRESETS)} "
+                             f"(or key=value pairs / a JSON object)")
+        base = PREPROCESS_PRESETS[name]
+    cfg = base.to_dict()
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in cfg:
+            raise ValueError(f"--preprocess: expected key=value with key in {sorted(cfg)}, got {item!r}")
+        if key in ("mean", "std"):
+            cfg[key] = [float(v) for v in value.split("/")]
+        elif key == "input_size":
+            cfg[key] = [int(v) for v in value.lower().split("x")]
+        else:
+            cfg[key] = value
+    return PreprocessSpec.from_dict(cfg)
 
 
 def preprocess(images: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:

@@ -131,6 +131,48 @@ def trained_families(occlusion_cfg: Union[None, bool, Mapping[str, Any]]) -> Lis
     return sorted({family for family in map(family_of, types) if family is not None})
 
 
+def resolved_occlusion(data_cfg: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """The occlusion settings a run with data section ``data_cfg`` trains with, every value the config leaves out
+    filled in from the switch above: ``mode``, ``probabilities`` (the drawn types, renormalised), ``fill``,
+    ``flip_probability`` (``data.flip`` or the switch's), ``exclude_families``, ``seed``, ``num_views``, plus
+    ``params`` / ``rgba_dir`` when set; ``None`` when occlusion is off. What a run records next to
+    ``trained_families`` (config.yaml, checkpoints, model_meta.json, results.json)."""
+    occlusion_cfg = data_cfg.get("occlusion")
+    if occlusion_cfg is None or occlusion_cfg is False:
+        return None
+    occlusion = {} if occlusion_cfg is True else occlusion_cfg
+    if not isinstance(occlusion, Mapping):
+        raise ConfigError(f"data.occlusion: expected a mapping (or true / null), got {occlusion_cfg!r}")
+    mode = OCCLUSION_MODE if occlusion.get("mode") is None else occlusion["mode"]
+    exclude = OCCLUSION_EXCLUDE_FAMILIES if occlusion.get("exclude_families") is None else occlusion["exclude_families"]
+    types, probabilities = resolve_probabilities(mode, occlusion.get("probabilities"), exclude_families=exclude)
+    flip = occlusion.get("flip_probability")
+    if flip is None:
+        given = resolve_flip(data_cfg.get("flip"))
+        flip = FLIP_PROBABILITY if given is None else given[0]
+    resolved: Dict[str, Any] = {
+        "mode": str(mode),
+        "probabilities": {name: float(value) for name, value in zip(types, probabilities)},
+        "fill": str(OCCLUSION_FILL if occlusion.get("fill") is None else occlusion["fill"]),
+        "flip_probability": float(flip),
+        "exclude_families": sorted(check_families(exclude, "data.occlusion.exclude_families")),
+        "seed": int(occlusion.get("seed", 0)),
+        "num_views": int(occlusion.get("num_views", 1)),
+    }
+    for key in ("params", "rgba_dir"):
+        if occlusion.get(key) is not None:
+            resolved[key] = occlusion[key]
+    return resolved
+
+
+def pinned_occlusion_config(resolved: Mapping[str, Any]) -> Dict[str, Any]:
+    """``resolved_occlusion``'s values as a ``data.occlusion`` section that trains the same way whatever the switch
+    says later: every type gets a probability (0 for the types not drawn)."""
+    pinned = dict(resolved)
+    pinned["probabilities"] = {name: float(resolved["probabilities"].get(name, 0.0)) for name in OCCLUSION_TYPES}
+    return pinned
+
+
 class OcclusionTrainDataset(Dataset):
     """Wraps any FaceDataset: each sample is the base sample plus noisy view(s) of its image.
 

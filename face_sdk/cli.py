@@ -1,7 +1,9 @@
 """Command line: ``python -m face_sdk.cli {detect,align,embed,verify} IMAGE... [options]`` → JSON on stdout.
 
-IMAGE is a file path or ``demo:astronaut`` (an embedded real photo). Examples::
+IMAGE is a file path or ``demo:astronaut`` (an embedded real photo, scikit-image's ``astronaut``); ``detect`` and
+``align`` without an image (or with ``--demo``) use that photo. Examples::
 
+    python -m face_sdk.cli detect            # the built-in demo photo
     python -m face_sdk.cli detect demo:astronaut --draw-dir work_dirs/sdk
     python -m face_sdk.cli align photo.jpg --out-dir work_dirs/crops
     python -m face_sdk.cli embed a.jpg b.jpg --model foamliu_mobilefacenet_ms1m --out emb.npy
@@ -26,6 +28,7 @@ from face_sdk.released import DEFAULT_DETECTOR, RELEASED_DETECTORS, RELEASED_REC
 from utils.cli import run_cli
 
 DEFAULT_MODEL = "foamliu_mobilefacenet_ms1m"
+DEMO_DEFAULT = "demo:astronaut"
 
 
 def _image_stem(argument: str) -> str:
@@ -53,10 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", default=DEFAULT_MODEL,
                        help=f"released recogniser {sorted(RELEASED_RECOGNIZERS)}, weights file or export folder")
     detect = sub.add_parser("detect", parents=[common], help="boxes, scores and 5 landmarks per face")
-    detect.add_argument("images", nargs="+")
+    detect.add_argument("images", nargs="*", help=f"image files (none: {DEMO_DEFAULT})")
+    detect.add_argument("--demo", action="store_true", help=f"also run on the built-in photo {DEMO_DEFAULT}")
     detect.add_argument("--draw-dir", type=Path, help="write <stem>.detections.png with the faces drawn")
     align = sub.add_parser("align", parents=[common], help="aligned crops of every face")
-    align.add_argument("images", nargs="+")
+    align.add_argument("images", nargs="*", help=f"image files (none: {DEMO_DEFAULT})")
+    align.add_argument("--demo", action="store_true", help=f"also run on the built-in photo {DEMO_DEFAULT}")
     align.add_argument("--out-dir", type=Path, required=True, help="where <stem>_<face>.png crops are written")
     align.add_argument("--template", default="arcface_112x112", help="alignment template")
     embed = sub.add_parser("embed", parents=[common, model], help="embedding of the main face of each image")
@@ -75,6 +80,8 @@ def _detector(args: argparse.Namespace) -> FaceDetector:
 
 
 def run(args: argparse.Namespace) -> Any:
+    if args.command in ("detect", "align") and (args.demo or not args.images):
+        args.images = list(args.images) + [DEMO_DEFAULT]
     missing = [a for a in args.images if not a.startswith("demo:") and not Path(a).is_file()]
     if missing:  # fail before loading any model
         raise FileNotFoundError(f"image not found: {', '.join(missing)}")

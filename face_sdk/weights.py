@@ -172,3 +172,38 @@ FOAMLIU_RULES: List[Rule] = [
     (r"conv3\.(?P<rest>weight|bias)", r"neck.embedding.conv.\g<rest>"),
     (r"bn\.(?P<rest>.+)", r"neck.embedding.bn.\g<rest>"),
 ]
+
+
+# ---------------------------------------------------------------- command line (the catalogue: face_sdk.catalog)
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m face_sdk.weights list`` | ``verify PATH [--pairs BIN] [--device cpu]`` → JSON on stdout."""
+    import argparse
+    import json
+    import sys
+
+    from face_sdk.catalog import catalog_rows, verify
+
+    parser = argparse.ArgumentParser(prog="python -m face_sdk.weights",
+                                     description="list the weight files the toolbox can use, or verify one")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="every known weight file: architecture, data, input contract, sha256, source")
+    check = sub.add_parser("verify", help="check a file's sha256 against the catalogue and run it on real data")
+    check.add_argument("path")
+    check.add_argument("--pairs", help="insightface .bin of aligned pairs to score (default: ../shared's 10 LFW "
+                                       "pairs)")
+    check.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        json.dump(catalog_rows(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    result = verify(args.path, args.pairs, args.device)
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    print(f"{args.path}: {'verified' if result['ok'] else 'NOT verified'}", file=sys.stderr)
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    from utils.cli import run_cli
+    raise SystemExit(run_cli(main))

@@ -16,3 +16,5 @@ PAIRS_PARSERS = Registry("pairs parser")
 for _module in pkgutil.iter_modules(__path__):
     if not (_module.ispkg or _module.name.startswith(("_", "test_"))):
         importlib.import_module(f"{__name__}.{_module.name}")
+for _package in ("megaface", "ijb"):  # protocol sub-packages (MegaFaceProtocol, IJBProtocol) register on import too
+    importlib.import_module(f"{__name__}.{_package}")

@@ -4,7 +4,13 @@
 - ONNX: ``model.onnx`` of an export folder (``python -m utils.export_onnx``), run by onnxruntime, fed per the
   ``model_meta.json`` beside it;
 - training checkpoint (``checkpoints/last.pt``): ``config`` (resolved) + ``model`` (``backbone.*``, ``head.*``);
-  the backbone is built from ``config["backbone"]`` and fed per ``config["data"]["preprocess"]``.
+  the backbone is built from ``config["backbone"]`` and fed per ``config["data"]["preprocess"]``;
+- foreign weights (``--weights X.pth --arch NAME --preprocess SPEC``, ``load_foreign_weights``): a state_dict (or a
+  checkpoint dict holding one) from any release, a wrapper prefix (``module.``, ``backbone.``, ``features.``,
+  ``_orig_mod.``) removed, loaded strictly into ``build_backbone({"type": NAME, ...})``; when the keys do not fit
+  as they are, the converter rules of the released recognisers (``face_sdk.weights``) are tried. What did not load
+  (missing / unexpected / shape-mismatched keys) is listed in ``LoadedModel.load_report``; any of it is an error
+  unless ``strict=False``.
 Checkpoint selection rule (printed by the caller): the *last* checkpoint of a run, never the best on a test set.
 
 The occluder families the model trained on (``LoadedModel.trained_families``, what rows are tagged seen / held_out
@@ -15,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -33,6 +39,7 @@ class LoadedModel:
     spec: PreprocessSpec
     source: str  # the file the weights came from (named in every result row)
     trained_families: Optional[List[str]] = None  # occluder families seen in training; None = unknown
+    load_report: Optional[Dict[str, Any]] = None  # foreign weights: what was loaded, renamed and left out
 
 
 def meta_trained_families(provenance: Mapping[str, Any]) -> Optional[List[str]]:
@@ -122,9 +129,134 @@ def _written_at(candidate: Path) -> float:
     return (candidate / "model_meta.json").stat().st_mtime if candidate.is_dir() else candidate.stat().st_mtime
 
 
+WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "feat_net.", "backbone.", "features.")
+STATE_DICT_ENTRIES = ("state_dict", "model_state_dict", "net_state_dict", "model", "backbone", "net")
+LIST_LIMIT = 20  # keys listed per category in an error (the report holds them all)
+
+
+class WeightsMismatchError(RuntimeError):
+    """Foreign weights do not fit the named architecture (raised unless ``strict=False``)."""
+
+
+def read_foreign_state_dict(path: str | Path) -> Tuple[Dict[str, torch.Tensor], str]:
+    """``torch.load(weights_only=True)`` → ``(state_dict, where)``: the file itself when it maps names to tensors,
+    else its first entry of ``STATE_DICT_ENTRIES`` that does (``where`` names it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--weights {path}: no such file")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+
+    def tensors(value: Any) -> bool:
+        return isinstance(value, Mapping) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
+
+    if tensors(state):
+        return dict(state), "<file>"
+    if isinstance(state, Mapping):
+        for key in STATE_DICT_ENTRIES:
+            if tensors(state.get(key)):
+                return dict(state[key]), key
+    keys = sorted(state)[:10] if isinstance(state, Mapping) else type(state).__name__
+    raise ValueError(f"--weights {path}: no state_dict (name -> tensor) in the file, nor under any of "
+                     f"{STATE_DICT_ENTRIES} (top level: {keys})")
+
+
+def strip_wrapper_prefixes(state: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str], List[str]]:
+    """Remove ``WRAPPER_PREFIXES`` shared by *every* key (repeatedly: ``module.backbone.``); a ``backbone.``
+    prefix held by only some keys (a training checkpoint: ``backbone.*`` + ``head.*``) keeps those keys and drops
+    the rest. → ``(state, prefixes removed, keys dropped)``."""
+    state, removed, dropped = dict(state), [], []
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                removed.append(prefix)
+                changed = True
+    if any(k.startswith("backbone.") for k in state):
+        dropped = sorted(k for k in state if not k.startswith("backbone."))
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        removed.append("backbone. (partial)")
+    return state, removed, dropped
+
+
+def compare_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> Dict[str, List[str]]:
+    """Missing / unexpected / shape-mismatched keys of ``state`` for ``model`` (``num_batches_tracked`` buffers,
+    which old saves lack and evaluation never reads, are listed apart as ``missing_benign``)."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    return {
+        "missing": [k for k in missing if not k.endswith("num_batches_tracked")],
+        "missing_benign": [k for k in missing if k.endswith("num_batches_tracked")],
+        "unexpected": sorted(set(state) - set(expected)),
+        "shape_mismatch": sorted(f"{k} {tuple(v.shape)} != {tuple(expected[k].shape)}" for k, v in state.items()
+                                 if k in expected and v.shape != expected[k].shape
+                                 and not (k.endswith("num_batches_tracked") and v.numel() == 1)),
+    }
+
+
+def _try_release_rules(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str
+                       ) -> Optional[Tuple[str, Dict[str, torch.Tensor]]]:
+    """The first released recogniser whose converter rules map ``state`` one-to-one onto ``model``."""
+    from face_sdk.released import RELEASED_RECOGNIZERS
+    from face_sdk.weights import WeightConversionError, convert_state_dict
+
+    for name, release in RELEASED_RECOGNIZERS.items():
+        try:
+            return name, dict(convert_state_dict(state, release.rules, model, source))
+        except WeightConversionError:
+            continue
+    return None
+
+
+def _listed(keys: List[str]) -> str:
+    return f"{len(keys)}" + (f": {keys[:LIST_LIMIT]}{' …' if len(keys) > LIST_LIMIT else ''}" if keys else "")
+
+
+def load_foreign_weights(path: str | Path, arch: str, spec: PreprocessSpec,
+                         arch_kwargs: Optional[Mapping[str, Any]] = None, strict: bool = True) -> LoadedModel:
+    """Weights from any release → ``build_backbone({"type": arch, **arch_kwargs})`` fed per ``spec``.
+
+    Keys are used as they are after ``strip_wrapper_prefixes``; when they do not fit, the released recognisers'
+    converter rules are tried. Anything missing, unexpected or shape-mismatched raises ``WeightsMismatchError``
+    listing it, unless ``strict=False`` (then what fits is loaded and the rest is in ``load_report``)."""
+    raw, entry = read_foreign_state_dict(path)
+    state, removed, dropped = strip_wrapper_prefixes(raw)
+    model = build_backbone({"type": arch, **dict(arch_kwargs or {})})
+    report: Dict[str, Any] = {"weights": str(path), "arch": arch, "arch_kwargs": dict(arch_kwargs or {}),
+                              "state_dict_entry": entry, "prefixes_removed": removed,
+                              "dropped_outside_backbone": dropped, "converter": None}
+    problems = compare_state_dict(model, state)
+    if problems["missing"] or problems["unexpected"] or problems["shape_mismatch"]:
+        converted = _try_release_rules(model, state, str(path))
+        if converted is not None:
+            report["converter"] = f"face_sdk.released rules of {converted[0]}"
+            state = converted[1]
+            problems = compare_state_dict(model, state)
+    report.update(problems)
+    fits = not (problems["missing"] or problems["unexpected"] or problems["shape_mismatch"])
+    summary = (f"missing {_listed(problems['missing'])}; unexpected {_listed(problems['unexpected'])}; "
+               f"shape mismatch {_listed(problems['shape_mismatch'])}")
+    if not fits and strict:
+        raise WeightsMismatchError(f"--weights {path} does not fit --arch {arch} {dict(arch_kwargs or {})}: "
+                                   f"{summary} (prefixes removed: {removed or 'none'}; pass --non-strict to load "
+                                   f"what fits)")
+    expected = model.state_dict()
+    loadable = {k: v.reshape(expected[k].shape) if k.endswith("num_batches_tracked") else v
+                for k, v in state.items() if k in expected
+                and (v.shape == expected[k].shape or (k.endswith("num_batches_tracked") and v.numel() == 1))}
+    model.load_state_dict(loadable, strict=False)
+    report["loaded"] = len(loadable)
+    report["expected"] = len(expected)
+    report["strict"] = strict
+    report["status"] = "all keys loaded" if fits else f"NON-STRICT, partially loaded: {summary}"
+    return LoadedModel(model.eval(), spec, str(path), None, report)
+
+
 def load_for_evaluation(checkpoint: Optional[str] = None, export: Optional[str] = None,
                         work_dirs: str = "work_dirs", onnx: Optional[str] = None) -> LoadedModel:
-    """``--export``, ``--onnx`` or ``--checkpoint`` if given, else the newest run under ``work_dirs``."""
+    """``--export``, ``--onnx`` or ``--checkpoint`` if given, else the newest run under ``work_dirs``
+    (``--weights`` goes through ``load_foreign_weights``)."""
     if sum(bool(source) for source in (checkpoint, export, onnx)) > 1:
         raise ValueError("pass one of --checkpoint, --export, --onnx")
     if export:

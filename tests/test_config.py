@@ -1,4 +1,4 @@
-"""Config loading: one _base_ level, overrides, validation errors that name the problem."""
+"""Config loading: _base_ inheritance, overrides, validation errors that name the problem."""
 from pathlib import Path
 
 import pytest
@@ -37,14 +37,16 @@ def test_unknown_override_key_is_an_error_unless_added():
     assert cfg["optim"]["nesterov"] is True
 
 
-def test_unknown_section_and_second_base_level(tmp_path):
+def test_unknown_section_and_base_cycle(tmp_path):
     bad = write(tmp_path / "bad.yaml", {"modle": {"type": "X"}})
     with pytest.raises(ConfigError, match="unknown top-level section.*modle"):
         load_config(bad)
-    write(tmp_path / "grand.yaml", {})
-    write(tmp_path / "base.yaml", {"_base_": "grand.yaml"})
+    write(tmp_path / "grand.yaml", {"optim": {"lr": 0.1}})
+    write(tmp_path / "base.yaml", {"_base_": "grand.yaml", "optim": {"momentum": 0.9}})
     child = write(tmp_path / "child.yaml", {"_base_": "base.yaml"})
-    with pytest.raises(ConfigError, match="one level only"):
+    assert load_config(child)["optim"] == {"lr": 0.1, "momentum": 0.9}  # bases may have bases
+    write(tmp_path / "grand.yaml", {"_base_": "child.yaml"})
+    with pytest.raises(ConfigError, match=r"_base_ cycle: .*child.yaml -> .*base.yaml -> .*grand.yaml -> .*child"):
         load_config(child)
 
 
@@ -63,7 +65,7 @@ def test_registry_errors_name_type_and_keys():
         registry.build({"type": "Widget", "colour": "red"})
 
 
-SECTION_PRESET_DIRS = {"_base_", "backbone", "head"}  # single-section presets, built by their registry tests
+SECTION_PRESET_DIRS = {"_base_", "backbone", "head", "data"}  # section fragments (tests/test_config_compose.py)
 
 
 @pytest.mark.parametrize("path", sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml")

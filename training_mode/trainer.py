@@ -69,8 +69,11 @@ class Trainer:
     """Builds everything from a resolved config and runs ``fit()``."""
 
     def __init__(self, cfg: Dict[str, Any], work_dir: str | Path, resume: Optional[str] = None) -> None:
-        from data_processor.train_dataset import build_train_dataset
+        from data_processor.train_dataset import build_train_dataset, pinned_occlusion_config, resolved_occlusion
 
+        self.occlusion = resolved_occlusion(cfg["data"])  # switch defaults filled in; recorded with trained_families
+        if self.occlusion is not None:  # config.yaml and checkpoints pin them: a later switch edit cannot change a rerun
+            cfg = {**cfg, "data": {**cfg["data"], "occlusion": pinned_occlusion_config(self.occlusion)}}
         self.cfg = cfg
         runtime = cfg.get("runtime", {})
         self.run_dir = Path(work_dir)
@@ -284,6 +287,7 @@ class Trainer:
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "config": self.cfg,
             "trained_families": self.trained_families,
+            "occlusion": self.occlusion,
             "num_class": self.num_class,
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
@@ -420,7 +424,7 @@ class Trainer:
         if self.writer is not None:
             self.writer.flush()
         return {"history": history, "seconds": time.perf_counter() - start_time,
-                "trained_families": self.trained_families}
+                "trained_families": self.trained_families, "occlusion": self.occlusion}
 
     def _log_scalars(self, out: Dict[str, Any], loss_value: float) -> None:
         if self.writer is None:
@@ -467,6 +471,7 @@ class Trainer:
             "num_train_classes": self.num_class,
             "training_mode": self.cfg["training_mode"]["type"],
             "trained_families": self.trained_families,
+            "extra": {"occlusion": self.occlusion},  # resolved occlusion settings (switch defaults filled in)
             "source": "training run",
         }
 
@@ -509,6 +514,7 @@ def write_results(run_dir: Path, rows: List[Dict[str, Any]], fit_info: Dict[str,
     payload = {
         "rows": rows,
         "trained_families": fit_info.get("trained_families"),
+        "occlusion": fit_info.get("occlusion"),
         "train_seconds": fit_info.get("seconds"),
         "steps": len(history),
         "first_loss": history[0]["loss"] if history else None,
