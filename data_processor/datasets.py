@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from data_processor import DATASETS
 from data_processor.image_io import read_image
 from data_processor.landmarks import ARCFACE_TEMPLATE_112, read_landmark_file
+from utils.text_files import read_fields
 
 logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -91,23 +92,15 @@ class FaceDataset(Dataset):
 def read_train_list(list_file: str | Path) -> List[Tuple[str, int]]:
     """Parse a FaceX-Zoo train list (``relative/path label`` per line); errors name the file and line."""
     list_file = Path(list_file)
-    if not list_file.is_file():
-        raise FileNotFoundError(f"train list not found: {list_file}")
     items: List[Tuple[str, int]] = []
-    with open(list_file, "r", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2:
-                raise ValueError(f"{list_file}:{line_no}: expected 'relative/path label', got {line.strip()!r}")
-            try:
-                label = int(fields[1])
-            except ValueError:
-                raise ValueError(f"{list_file}:{line_no}: label must be an integer, got {fields[1]!r}") from None
-            if label < 0:
-                raise ValueError(f"{list_file}:{line_no}: label must be >= 0, got {label}")
-            items.append((fields[0], label))
+    for line_no, fields in read_fields(list_file, 2, "'relative/path label'", "train list"):
+        try:
+            label = int(fields[1])
+        except ValueError:
+            raise ValueError(f"{list_file}:{line_no}: label must be an integer, got {fields[1]!r}") from None
+        if label < 0:
+            raise ValueError(f"{list_file}:{line_no}: label must be >= 0, got {label}")
+        items.append((fields[0], label))
     if not items:
         raise ValueError(f"{list_file}: the train list is empty")
     return items

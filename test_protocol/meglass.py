@@ -23,6 +23,7 @@ from test_protocol.extract import check_flip
 from test_protocol.protocol_base import (EmbeddingProtocol, check_available, check_images_exist, file_sha256,
                                          tar_columns)
 from test_protocol.verification_metrics import auc
+from utils.text_files import read_fields
 
 MEGLASS_LISTS = ("no_glass", "black_glass")
 
@@ -36,18 +37,10 @@ def meglass_identity(file_name: str, where: str) -> str:
 
 
 def read_meglass_list(path: Path) -> List[str]:
-    if not path.is_file():
-        raise FileNotFoundError(f"MeGlass list not found: {path}")
     names = []
-    with open(path, "r", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 1:
-                raise ValueError(f"{path}:{line_no}: expected one image name per line, got {line.strip()!r}")
-            meglass_identity(fields[0], f"{path}:{line_no}")
-            names.append(fields[0])
+    for line_no, fields in read_fields(path, 1, "one image name per line", "MeGlass list"):
+        meglass_identity(fields[0], f"{path}:{line_no}")
+        names.append(fields[0])
     if not names:
         raise ValueError(f"{path}: empty list")
     return names

@@ -35,6 +35,7 @@ from test_protocol.megaface.feature_store import normalise_rows
 from test_protocol.megaface.megaface import resolve
 from test_protocol.protocol_base import EmbeddingProtocol, check_available, check_images_exist, file_sha256
 from test_protocol.verification_metrics import auc, roc, tar_at_far
+from utils.text_files import read_fields
 
 IJB_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 IJB_FPIRS = (1e-2, 1e-1)
@@ -45,16 +46,10 @@ GALLERIES = {"IJBB": ("S1", "S2"), "IJBC": ("G1", "G2")}
 def read_tid_mid(path: Path) -> Tuple[List[str], np.ndarray, np.ndarray]:
     """(images, template ids, media ids) of ``*_face_tid_mid.txt``."""
     images, templates, medias = [], [], []
-    with open(path, "r", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 3:
-                raise ValueError(f"{path}:{line_no}: expected 'image template_id media_id', got {line.strip()!r}")
-            images.append(fields[0])
-            templates.append(int(fields[1]))
-            medias.append(int(fields[2]))
+    for _, fields in read_fields(path, 3, "'image template_id media_id'", "IJB face/template/media list"):
+        images.append(fields[0])
+        templates.append(int(fields[1]))
+        medias.append(int(fields[2]))
     return images, np.asarray(templates, dtype=np.int64), np.asarray(medias, dtype=np.int64)
 
 
@@ -67,15 +62,8 @@ def read_pair_labels(path: Path) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def read_detector_scores(path: Path) -> Dict[str, float]:
     """``image x1 y1 … x5 y5 score`` → {image: score} (the last field)."""
-    scores = {}
-    with open(path, "r", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            fields = line.split()
-            if fields:
-                if len(fields) != 12:
-                    raise ValueError(f"{path}:{line_no}: expected image + 10 coordinates + score")
-                scores[fields[0]] = float(fields[-1])
-    return scores
+    return {fields[0]: float(fields[-1])
+            for _, fields in read_fields(path, 12, "image + 10 coordinates + score", "IJB detector-score file")}
 
 
 def read_1n_csv(path: Path) -> Dict[str, np.ndarray]:
