@@ -25,9 +25,10 @@ from training_mode.schedule import build_optimizer, build_scheduler
 from utils.checkpoint import (CHECKPOINT_FORMAT_VERSION, atomic_torch_save, atomic_write_text, export_backbone,
                               find_latest_checkpoint, load_backbone_weights, load_checkpoint)
 from utils.config import dump_config
-from utils.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
+from utils.distributed import DistInfo, all_gather_object, all_reduce_mean, barrier, cleanup, init_distributed
 from utils.progress import progress
-from utils.seed import capture_rng_state, gather_rng_states, restore_rank_rng_state, seed_everything
+from utils.registry import ConfigError
+from utils.seed import capture_rng_state, gather_rng_states, restore_rank_rng_state, restore_rng_state, seed_everything
 
 logger = logging.getLogger(__name__)
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -72,12 +73,13 @@ class Trainer:
         from data_processor.train_dataset import build_train_dataset, pinned_occlusion_config, resolved_occlusion
 
         self.occlusion = resolved_occlusion(cfg["data"])  # switch defaults filled in; recorded with trained_families
-        if self.occlusion is not None:  # config.yaml and checkpoints pin them: a later switch edit cannot change a rerun
+        if self.occlusion is not None:  # pinned: a later switch edit cannot change a rerun
             cfg = {**cfg, "data": {**cfg["data"], "occlusion": pinned_occlusion_config(self.occlusion)}}
         self.cfg = cfg
         runtime = cfg.get("runtime", {})
         self.run_dir = Path(work_dir)
         self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.val_interval, self.val_protocols, self.val_select = validation_config(cfg.get("eval") or {})
         self.dist = init_distributed("cuda" if runtime.get("device", "auto") != "cpu" and torch.cuda.is_available()
                                      else "cpu")
         self.device = resolve_device(runtime.get("device", "auto"), self.dist)
@@ -160,6 +162,10 @@ class Trainer:
                     cfg["backbone"]["type"], cfg["head"]["type"], cfg["training_mode"]["type"], self.device,
                     amp, self.channels_last,
                     sum(p.numel() for m in trainable for p in m.parameters() if p.requires_grad) / 1e6)
+        if self.val_interval:
+            logger.info("validation: every %d steps on %s (val sets only) → %s; checkpoint rule: %s",
+                        self.val_interval, ", ".join(protocol_label(p) for p in self.val_protocols),
+                        self.run_dir / "val_history.json", self.checkpoint_rule())
 
     def _submodule(self, path: str, key: str) -> nn.Module:
         """``self.module``'s sub-module at dotted ``path`` (e.g. ``backbone.trunk``); ``key`` names the config key."""
@@ -410,6 +416,8 @@ class Trainer:
                     terms_sum = {}
                 if self.checkpoint_interval and self.global_step % self.checkpoint_interval == 0:
                     self.save_checkpoint(f"step_{self.global_step:07d}.pt")
+                if self.val_interval and self.global_step % self.val_interval == 0:
+                    self.validate()
                 if self.max_steps is not None and self.global_step >= int(self.max_steps):
                     stop = True
                     break
@@ -423,8 +431,11 @@ class Trainer:
         barrier(self.dist)
         if self.writer is not None:
             self.writer.flush()
-        return {"history": history, "seconds": time.perf_counter() - start_time,
+        info = {"history": history, "seconds": time.perf_counter() - start_time,
                 "trained_families": self.trained_families, "occlusion": self.occlusion}
+        if self.val_interval:
+            info["validation"] = self.validation_summary()
+        return info
 
     def _log_scalars(self, out: Dict[str, Any], loss_value: float) -> None:
         if self.writer is None:
@@ -457,6 +468,66 @@ class Trainer:
         if self.writer is not None:
             self.writer.add_scalar("speed/img_per_s", img_per_s, self.global_step)
             self.writer.add_scalar("speed/data_wait_percent", data_share, self.global_step)
+
+    # ------------------------------------------------------------------ validation during training
+    def checkpoint_rule(self) -> str:
+        if not self.val_select:
+            return "last (no eval.select)"
+        return f"best {self.val_select['set']} {self.val_select['metric']} ({self.val_select['mode']}) → best.pt"
+
+    def validate(self) -> None:
+        """``eval.interval_steps``: rank 0 evaluates ``eval.val_protocols`` (val sets only, see
+        ``validation_config``) in eval mode, logs ``val/<set>/accuracy`` and appends to ``<run>/val_history.json``;
+        other ranks wait at a barrier. RNG states are restored afterwards (a validated run trains exactly like one
+        without), then train mode. With ``eval.select``, a new best entry writes ``checkpoints/best.pt``."""
+        is_best = False
+        if self.dist.is_main:
+            from test_protocol.evaluate import evaluate_model
+
+            rng = capture_rng_state()
+            try:
+                rows = evaluate_model(self.module.embedding_model(), self.spec, self.val_protocols, self.device,
+                                      batch_size=int(self.cfg.get("eval", {}).get("batch_size", 128)),
+                                      checkpoint=f"step {self.global_step}", trained_families=self.trained_families)
+            finally:
+                restore_rng_state(rng)
+                self._set_train_mode()
+            path = self.run_dir / "val_history.json"
+            entries = json.loads(path.read_text()) if path.is_file() else []
+            entries = [e for e in entries if e["step"] < self.global_step]  # a resumed run replaces later entries
+            entries.append({"step": self.global_step, "epoch": self.epoch + 1, "rows": rows})
+            best = select_best(entries, self.val_select)
+            is_best = best is not None and best["step"] == self.global_step
+            atomic_write_text(path, json.dumps(entries, indent=2, default=float) + "\n")
+            labels = row_labels(rows)
+            parts = []
+            for label, row in zip(labels, rows):
+                if row.get("accuracy") is None:
+                    parts.append(f"{label} {row.get('status', 'n/a')}")
+                    continue
+                parts.append(f"{label} acc {row['accuracy']:.2f}")
+                if self.writer is not None:
+                    self.writer.add_scalar(f"val/{label}/accuracy", float(row["accuracy"]), self.global_step)
+            if best is not None:
+                parts.append(f"best {best['value']:.4f} at step {best['step']}{' (new: best.pt)' if is_best else ''}")
+            logger.info("validation at step %d | %s | checkpoint rule: %s", self.global_step, " | ".join(parts),
+                        self.checkpoint_rule())
+        barrier(self.dist)
+        if all_gather_object(is_best, self.dist)[0]:
+            rng_states = gather_rng_states(self.dist)
+            if self.dist.is_main:
+                atomic_torch_save(self._state(rng_states), self.checkpoint_dir / "best.pt")
+
+    def validation_summary(self) -> Dict[str, Any]:
+        """For results.json: the validation settings, the checkpoint rule and (with ``eval.select``) the best step."""
+        path = self.run_dir / "val_history.json"
+        entries = json.loads(path.read_text()) if self.dist.is_main and path.is_file() else []
+        best = select_best(entries, self.val_select)
+        if best is not None:
+            best["checkpoint"] = str(self.checkpoint_dir / "best.pt")
+        return {"interval_steps": self.val_interval, "sets": [protocol_label(p) for p in self.val_protocols],
+                "history": str(path), "checkpoint_rule": "best" if self.val_select else "last",
+                "select": self.val_select, "best": best}
 
     # ------------------------------------------------------------------ export + evaluation
     def model_meta(self) -> Dict[str, Any]:
@@ -495,6 +566,91 @@ class Trainer:
         cleanup(self.dist)
 
 
+def protocol_label(cfg: Dict[str, Any]) -> str:
+    """A val_protocols entry's name for logs: its data_conf set, its ``name``, or its file."""
+    return str(cfg.get("set") or cfg.get("name") or cfg.get("bin_file") or cfg.get("pairs_file") or cfg.get("root"))
+
+
+def validation_config(eval_cfg: Dict[str, Any]) -> tuple:
+    """``(interval_steps, val_protocols, select)`` from the ``eval`` section, checked before anything is built.
+
+    ``interval_steps`` 0 (default) = no validation. ``val_protocols`` entries have the format of ``eval.protocols``;
+    validation during training uses val sets only, never test sets: an entry ``{set: NAME}`` must name a
+    ``test_protocol/data_conf.yaml`` set whose ``split`` is ``val`` (the shipped ``*-BIN`` sets are test sets, so
+    they are refused) and may not relabel it. An entry given directly, without ``set`` (e.g. an insightface ``.bin``
+    as ``{name: MY-VAL, pairs_file: /data/val.bin, parser: bin, split: val}``), is accepted only with an explicit
+    ``split: val`` key: the user's statement that it holds validation identities, since a file cannot say so itself.
+    ``select: {set, metric: accuracy, mode: max|min, variant?}`` names the validation metric that picks
+    ``checkpoints/best.pt``; without it the checkpoint rule stays "last".
+    """
+    from test_protocol.data_conf import load_data_conf
+
+    interval = eval_cfg.get("interval_steps") or 0
+    protocols = list(eval_cfg.get("val_protocols") or [])
+    select = eval_cfg.get("select")
+    if not isinstance(interval, int) or isinstance(interval, bool) or interval < 0:
+        raise ConfigError(f"eval.interval_steps must be an integer >= 0, got {interval!r}")
+    if interval and not protocols:
+        raise ConfigError("eval.interval_steps > 0 needs eval.val_protocols (val sets, e.g. {set: SYNTH-VAL})")
+    if select and not interval:
+        raise ConfigError("eval.select needs eval.interval_steps > 0 and eval.val_protocols")
+    if not interval:
+        return 0, [], None
+    names = []
+    for position, entry in enumerate(protocols):
+        where = f"eval.val_protocols[{position}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a protocol mapping such as {{set: SYNTH-VAL}}, got {entry!r}")
+        if "set" in entry:
+            split = load_data_conf(None, [entry["set"]])[0].get("split", "test")
+            if split != "val" or entry.get("split", "val") != "val":
+                raise ConfigError(f"{where}: validation during training uses val sets only; {entry['set']} is split "
+                                  f"{split}" + ("" if split != "val" else " (an entry may not relabel it)"))
+        elif entry.get("split") != "val":
+            raise ConfigError(f"{where}: validation during training uses val sets only; {protocol_label(entry)} is "
+                              f"given directly: add 'split: val' to state that it holds validation identities")
+        names.append(protocol_label(entry))
+    if select:
+        if not isinstance(select, dict) or "set" not in select:
+            raise ConfigError(f"eval.select: expected {{set, metric, mode}}, got {select!r}")
+        unknown = set(select) - {"set", "metric", "mode", "variant"}
+        if unknown:
+            raise ConfigError(f"eval.select: unknown keys {sorted(unknown)}; expected set, metric, mode, variant")
+        select = {"metric": "accuracy", "mode": "max", **select}
+        if select["set"] not in names:
+            raise ConfigError(f"eval.select.set: {select['set']} is not in eval.val_protocols ({', '.join(names)})")
+        if select["mode"] not in ("max", "min"):
+            raise ConfigError(f"eval.select.mode must be max or min, got {select['mode']!r}")
+    return interval, protocols, select or None
+
+
+def row_labels(rows: List[Dict[str, Any]]) -> List[str]:
+    """Each row's set name, with ``/<variant>`` where a set has several rows (``variant: both``)."""
+    sets = [str(row.get("set")) for row in rows]
+    return [f"{name}/{row.get('variant')}" if sets.count(name) > 1 else name for name, row in zip(sets, rows)]
+
+
+def select_best(entries: List[Dict[str, Any]], select: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """``{"step", "epoch", "set", "metric", "value"}`` of the best ``val_history.json`` entry under ``select``
+    (the first that reaches the best value), or None (no select, or no entry has the metric)."""
+    if not select:
+        return None
+    best = None
+    for entry in entries:
+        for row in entry["rows"]:
+            if row.get("set") != select["set"] or select.get("variant", row.get("variant")) != row.get("variant"):
+                continue
+            value = row.get(select["metric"])
+            if value is None:
+                continue
+            better = best is None or (value > best["value"] if select["mode"] == "max" else value < best["value"])
+            if better:
+                best = {"step": entry["step"], "epoch": entry["epoch"], "set": select["set"],
+                        "metric": select["metric"], "value": float(value)}
+            break
+    return best
+
+
 def new_window() -> Dict[str, float]:
     """Accumulators of one log interval."""
     return {"loss": 0.0, "n": 0, "data": 0.0, "total": 0.0, "images": 0, "grad_norm": 0.0, "clipped": 0.0}
@@ -520,6 +676,8 @@ def write_results(run_dir: Path, rows: List[Dict[str, Any]], fit_info: Dict[str,
         "first_loss": history[0]["loss"] if history else None,
         "last_loss": history[-1]["loss"] if history else None,
     }
+    if fit_info.get("validation") is not None:  # eval.interval_steps: settings, checkpoint rule, best step
+        payload["validation"] = fit_info["validation"]
     path = run_dir / "results.json"
     atomic_write_text(path, json.dumps(payload, indent=2, default=float) + "\n")
     return path

@@ -45,7 +45,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 from test_protocol.evaluate import format_table
                 print(format_table(rows), flush=True)
             path = write_results(work_dir, rows, fit_info)
-            logger.info("results written to %s (checkpoint rule: last checkpoint)", path)
+            logger.info("results written to %s (evaluated: the last weights; checkpoint rule: %s)", path,
+                        trainer.checkpoint_rule())
     finally:
         trainer.close()
     return 0
