@@ -12,6 +12,10 @@ Registered in ``PAIRS_PARSERS`` and called as ``parser(pairs_file, image_ext=".j
 - ``agedb_mat``: AgeDB-30's ``04_FINAL_protocol_30_years.mat`` — ``splits``: 10 folds, each a struct whose first
   field is a 2×600 cell of image names (no extension) and whose second field holds labels ±1.
 - ``bin``: an insightface ``.bin`` (images inside the file; pairs ``(2i, 2i+1)`` in file order).
+- ``cfp``: the official CFP protocol — ``pairs_file`` is ``<cfp>/Protocol/Split/FF`` or ``.../FP``; its folds
+  ``01``..``10`` hold ``same.txt`` / ``diff.txt`` lines ``i,j`` (1-based indices into ``Protocol/Pair_list_F.txt``,
+  the second into ``Pair_list_P.txt`` for FP), whose lines are ``index ../Data/Images/<id>/<view>/<k>.jpg``; image
+  keys are relative to ``<cfp>`` (``Data/Images/...``), so ``root`` is the data set folder or an aligned copy of it.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import numpy as np
 
 from data_processor.verification_bin import read_verification_bin
 from test_protocol import PAIRS_PARSERS
+from utils.text_files import read_fields
 
 
 @dataclass
@@ -223,3 +228,51 @@ def parse_verification_bin(pairs_file: str | Path, image_ext: str = ".jpg", num_
     return PairList(images=[f"#{i}" for i in range(len(images))], first=np.arange(0, 2 * count, 2),
                     second=np.arange(1, 2 * count, 2), issame=np.asarray(issame, dtype=bool), source=str(path),
                     encoded=images)
+
+
+def _cfp_image_list(path: Path) -> Dict[int, str]:
+    """``Pair_list_F.txt`` / ``Pair_list_P.txt``: 1-based index → path relative to the data set folder."""
+    images: Dict[int, str] = {}
+    for line_no, fields in read_fields(path, 2, "'index ../Data/Images/<id>/<view>/<k>.jpg'", "CFP pair list"):
+        if not fields[0].isdigit():
+            raise ValueError(f"{path}:{line_no}: the index must be a positive integer, got {fields[0]!r}")
+        relative = fields[1].replace("\\", "/")
+        images[int(fields[0])] = relative[3:] if relative.startswith("../") else relative
+    return images
+
+
+def _cfp_pairs(path: Path, first: Dict[int, str], second: Dict[int, str], same: bool) -> List[Tuple[str, str, bool]]:
+    pairs = []
+    for line_no, fields in read_fields(path, 1, "'i,j'", "CFP split file"):
+        parts = fields[0].split(",")
+        if len(parts) != 2 or not all(part.isdigit() for part in parts):
+            raise ValueError(f"{path}:{line_no}: expected 'i,j' (two 1-based indices), got {fields[0]!r}")
+        i, j = int(parts[0]), int(parts[1])
+        for index, images, name in ((i, first, "first"), (j, second, "second")):
+            if index not in images:
+                raise ValueError(f"{path}:{line_no}: {name} index {index} is not in the CFP pair list")
+        pairs.append((first[i], second[j], same))
+    return pairs
+
+
+@PAIRS_PARSERS.register("cfp")
+def parse_cfp_pairs(pairs_file: str | Path, image_ext: str = ".jpg", num_folds: int = 10) -> PairList:
+    """Official CFP-FF / CFP-FP protocol (``Protocol/Split/FF`` or ``FP``): fold k = split k, same then diff."""
+    split = Path(pairs_file)
+    mode = split.name.upper()
+    if mode not in ("FF", "FP") or not split.is_dir():
+        raise FileNotFoundError(f"CFP split folder not found or not FF/FP: {split} (expected <cfp>/Protocol/Split/FF "
+                                f"or .../FP)")
+    protocol = split.parent.parent
+    frontal = _cfp_image_list(protocol / "Pair_list_F.txt")
+    second = frontal if mode == "FF" else _cfp_image_list(protocol / "Pair_list_P.txt")
+    ordered: List[Tuple[str, str, bool]] = []
+    for fold in range(1, num_folds + 1):
+        folder = split / f"{fold:02d}"
+        same = _cfp_pairs(folder / "same.txt", frontal, second, True)
+        diff = _cfp_pairs(folder / "diff.txt", frontal, second, False)
+        if not same or len(same) != len(diff):
+            raise ValueError(f"{folder}: expected as many same as diff pairs (350 each officially), got "
+                             f"{len(same)} and {len(diff)}")
+        ordered += same + diff
+    return pair_list_from_names(ordered, str(split), num_folds=num_folds)
