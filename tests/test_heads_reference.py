@@ -421,15 +421,20 @@ def test_adaface_equals_reference_including_the_norm_statistics(t_alpha, dtype, 
 ELASTIC = {"ElasticArcFace": (0.5, 0.05, ref_elastic_arcface), "ElasticCosFace": (0.35, 0.05, ref_elastic_cosface)}
 
 
+def elastic_case(name):
+    """(m, σ, reference, labels, weight, embeddings) shared by the ElasticFace tests."""
+    m, std, reference = ELASTIC[name]
+    labels, angles = standard_samples(m)
+    weight = class_weights()
+    return m, std, reference, labels, weight, place(weight, labels, angles, torch.full_like(angles, 9.0))
+
+
 @pytest.mark.parametrize("dtype, atol", PRECISIONS)
 @pytest.mark.parametrize("plus", [False, True], ids=["plain", "plus"])
 @pytest.mark.parametrize("name", sorted(ELASTIC))
 def test_elastic_heads_equal_reference_with_the_reference_draws(name, plus, dtype, atol):
     """Seeded: the head draws exactly the reference's torch.normal(mean=m, std=σ, size=[B, 1]) margins."""
-    m, std, reference = ELASTIC[name]
-    labels, angles = standard_samples(m)
-    weight = class_weights()
-    embeddings = place(weight, labels, angles, torch.full_like(angles, 9.0))
+    m, std, reference, labels, weight, embeddings = elastic_case(name)
     head = make_head(name, dtype, weight, margin=m, scale=64.0, std=std, **({"plus": True} if plus else {}))
     torch.manual_seed(1234)
     drawn = torch.normal(mean=m, std=std, size=labels[:, None].size())
@@ -447,10 +452,7 @@ def test_elastic_heads_equal_reference_with_the_reference_draws(name, plus, dtyp
 @pytest.mark.parametrize("name", sorted(ELASTIC))
 def test_elastic_plus_orders_injected_margins_as_the_reference(name, dtype, atol, monkeypatch):
     """Injected margins (spread out, so every position matters) through ElasticFace+'s sort-and-index rule."""
-    m, std, reference = ELASTIC[name]
-    labels, angles = standard_samples(m)
-    weight = class_weights()
-    embeddings = place(weight, labels, angles, torch.full_like(angles, 9.0))
+    m, std, reference, labels, weight, embeddings = elastic_case(name)
     injected = torch.linspace(0.2, 0.8, len(labels), dtype=torch.float32)[torch.randperm(
         len(labels), generator=torch.Generator().manual_seed(2))]
     for plus in (False, True):
