@@ -194,8 +194,7 @@ def pooled_bins(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, float]]:
 
 def summarise(runs: Sequence[Mapping[str, Any]], methods: Sequence[str], sets: Sequence[str]) -> Dict[str, Any]:
     """Per method: mean ± std over seeds per set, held-out / seen means, paired differences to the first method."""
-    clean = [name for name in sets if all(row["occluders"] == "clean" for run in runs for row in run["rows"]
-                                          if row["set"] == name)]
+    clean = common_tag_sets(runs, sets, "clean")
     held_out = common_tag_sets(runs, sets, "held_out")
     by_method: Dict[str, Dict[int, Mapping[str, Any]]] = {}
     for run in runs:
@@ -204,11 +203,14 @@ def summarise(runs: Sequence[Mapping[str, Any]], methods: Sequence[str], sets: S
     def accuracy(run: Mapping[str, Any], name: str) -> float:
         return next(float(row["accuracy"]) for row in run["rows"] if row["set"] == name)
 
+    def set_mean(run: Mapping[str, Any], names: Sequence[str]) -> float:
+        return statistics.fmean(accuracy(run, name) for name in names) if names else math.nan
+
     def held_out_mean(run: Mapping[str, Any]) -> float:
-        return statistics.fmean(accuracy(run, name) for name in held_out) if held_out else math.nan
+        return set_mean(run, held_out)
 
     def clean_mean(run: Mapping[str, Any]) -> float:
-        return statistics.fmean(accuracy(run, name) for name in clean) if clean else math.nan
+        return set_mean(run, clean)
 
     baseline = by_method[methods[0]]
     table = {}

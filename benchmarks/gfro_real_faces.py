@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import json
 import os
 import shutil
@@ -258,25 +257,18 @@ def split_sets(split: str, wanted: Optional[Sequence[str]]) -> List[str]:
 def protocol_configs(roots: Mapping[str, Path], pairs_file: Path, variant: str, split: str = "test"
                      ) -> List[Dict[str, Any]]:
     """One ``PairVerification`` config per set, all scored on the same (official or subset) pairs file."""
-    tags = {"split": split} if _rows_are_tagged() else {}
     return [{"type": "PairVerification", "name": name, "root": str(root), "pairs_file": str(pairs_file),
-             "parser": "lfw", "variant": variant, **tags} for name, root in roots.items()]
-
-
-def _rows_are_tagged() -> bool:
-    """Does the evaluation API tag rows (split / occluders against ``trained_families``)?"""
-    return "trained_families" in inspect.signature(run_protocols).parameters
+             "parser": "lfw", "variant": variant, "split": split} for name, root in roots.items()]
 
 
 def evaluate(model: torch.nn.Module, spec: Any, configs: Sequence[Mapping[str, Any]], device: str,
              batch_size: int, source: str, trained_families: Optional[Sequence[str]] = None
              ) -> Dict[str, Dict[str, Any]]:
     """``{set name: result row}`` from the toolbox's evaluation API (one extraction per set); rows are tagged
-    against ``trained_families`` (None = unknown) when the API does it."""
+    against ``trained_families`` (None = unknown)."""
     start = time.perf_counter()
-    extra = {"trained_families": trained_families} if _rows_are_tagged() else {}
     rows = run_protocols(model.eval(), spec, build_protocols(configs), device, batch_size, checkpoint=source,
-                         **extra)
+                         trained_families=trained_families)
     seconds = time.perf_counter() - start
     missing = [row for row in rows if "status" in row]
     if missing:

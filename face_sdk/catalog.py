@@ -9,7 +9,6 @@ must find the one face of the built-in demo photo (``skimage.data.astronaut()``)
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -17,6 +16,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from face_sdk.released import RELEASED_DETECTORS, RELEASED_RECOGNIZERS, REPO_ROOT, default_weights_dir
+from utils.provenance import sha256_file
 
 DEFAULT_PAIRS = REPO_ROOT.parent / "shared" / "data" / "protocols" / "insightface_small_lfw_10pairs.bin"
 MIN_PAIR_ACCURACY = 0.9  # of the 20 verification pairs, at the model's LFW threshold
@@ -82,14 +82,6 @@ CATALOG: List[WeightFile] = [
 ]
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def find_entry(path: Path, digest: str) -> Optional[WeightFile]:
     """The catalogue entry with this checksum, else the one with this file name."""
     return (next((e for e in CATALOG if e.sha256 == digest), None)
@@ -127,7 +119,7 @@ def verify(path: str | Path, pairs: Optional[str | Path] = None, device: str = "
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weight file (see `python -m face_sdk.weights list`)")
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     entry = find_entry(path, digest)
     if entry is None:
         raise ValueError(f"{path} (sha256 {digest}) is not in the catalogue: {[e.name for e in CATALOG]}; evaluate "

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from face_sdk import cli, weights
-from face_sdk.catalog import CATALOG, find_entry, sha256_of, verify
+from face_sdk.catalog import CATALOG, find_entry, verify
+from utils.provenance import sha256_file
 from face_sdk.released import RELEASED_DETECTORS, RELEASED_RECOGNIZERS
 
 
@@ -30,7 +31,7 @@ def test_list_prints_the_catalogue(capsys):
 def test_a_wrong_file_under_a_known_name_fails_the_checksum(tmp_path, capsys):
     fake = tmp_path / "foamliu_mobilefacenet_ms1m.pt"
     fake.write_bytes(b"not the release")
-    assert find_entry(fake, sha256_of(fake)).name == "foamliu_mobilefacenet_ms1m"
+    assert find_entry(fake, sha256_file(fake)).name == "foamliu_mobilefacenet_ms1m"
     assert weights.main(["verify", str(fake)]) == 1
     result = json.loads(capsys.readouterr().out)
     assert result["sha256_ok"] is False and result["ok"] is False and "checksum" in result["error"]

@@ -140,10 +140,10 @@ def missing_teacher_weights(weights: str) -> Optional[str]:
     path = Path(weights).expanduser()
     if path.exists():
         return None
-    from face_sdk.released import RELEASED_RECOGNIZERS, default_weights_dir
+    from face_sdk.released import RELEASED_RECOGNIZERS, released_weights_path
 
     if str(weights) in RELEASED_RECOGNIZERS:
-        resolved = default_weights_dir() / RELEASED_RECOGNIZERS[str(weights)].file
+        resolved = released_weights_path(str(weights))
         return None if resolved.is_file() else (f"released recogniser {weights!r}: {resolved} not found (set "
                                                 f"FACE_SDK_WEIGHTS_DIR)")
     return f"{path} not found"

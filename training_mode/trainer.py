@@ -10,7 +10,7 @@ import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -70,7 +70,8 @@ class Trainer:
     """Builds everything from a resolved config and runs ``fit()``."""
 
     def __init__(self, cfg: Dict[str, Any], work_dir: str | Path, resume: Optional[str] = None) -> None:
-        from data_processor.train_dataset import build_train_dataset, pinned_occlusion_config, resolved_occlusion
+        from data_processor.train_dataset import (build_train_dataset, pinned_occlusion_config, resolved_occlusion,
+                                                  trained_families)
 
         self.occlusion = resolved_occlusion(cfg["data"])  # switch defaults filled in; recorded with trained_families
         if self.occlusion is not None:  # pinned: a later switch edit cannot change a rerun
@@ -88,7 +89,6 @@ class Trainer:
 
         data_cfg = cfg["data"]
         self.dataset = build_train_dataset(data_cfg)
-        from data_processor.train_dataset import trained_families
         self.trained_families: List[str] = trained_families(data_cfg.get("occlusion"))  # results/meta/checkpoints
         self.num_class = int(self.dataset.num_classes)
         self.spec = PreprocessSpec.from_dict(data_cfg.get("preprocess"))
@@ -482,13 +482,9 @@ class Trainer:
         without), then train mode. With ``eval.select``, a new best entry writes ``checkpoints/best.pt``."""
         is_best = False
         if self.dist.is_main:
-            from test_protocol.evaluate import evaluate_model
-
             rng = capture_rng_state()
             try:
-                rows = evaluate_model(self.module.embedding_model(), self.spec, self.val_protocols, self.device,
-                                      batch_size=int(self.cfg.get("eval", {}).get("batch_size", 128)),
-                                      checkpoint=f"step {self.global_step}", trained_families=self.trained_families)
+                rows = self._evaluate(self.val_protocols, checkpoint=f"step {self.global_step}")
             finally:
                 restore_rng_state(rng)
                 self._set_train_mode()
@@ -555,10 +551,14 @@ class Trainer:
         protocols = self.cfg.get("eval", {}).get("protocols", [])
         if not protocols or not self.dist.is_main:
             return []
+        return self._evaluate(protocols, checkpoint=str(self.checkpoint_dir / "last.pt"))
+
+    def _evaluate(self, protocols: Sequence[Any], checkpoint: str) -> List[Dict[str, Any]]:
+        """The embedding network on ``protocols`` (rows tagged against this run's trained families)."""
         from test_protocol.evaluate import evaluate_model
         return evaluate_model(self.module.embedding_model(), self.spec, protocols, self.device,
                               batch_size=int(self.cfg.get("eval", {}).get("batch_size", 128)),
-                              checkpoint=str(self.checkpoint_dir / "last.pt"), trained_families=self.trained_families)
+                              checkpoint=checkpoint, trained_families=self.trained_families)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -143,7 +143,6 @@ def chunked_search(queries: Union[np.ndarray, torch.Tensor], gallery: np.ndarray
     best_scores = torch.full((len(query), 0), float("-inf"), device=device)
     best_index = torch.zeros((len(query), 0), dtype=torch.long, device=device)
     top = torch.zeros(0, device=device)
-    zero = set() if zero_rows is None else None
     zero_sorted = np.sort(np.asarray(zero_rows, dtype=np.int64)) if zero_rows is not None else None
     for start in progress(range(0, count, chunk), desc=desc, unit="chunk"):
         stop = min(start + chunk, count)
@@ -162,6 +161,5 @@ def chunked_search(queries: Union[np.ndarray, torch.Tensor], gallery: np.ndarray
             top = torch.cat([top, flat.topk(min(global_k, flat.numel())).values]).topk(
                 min(global_k, top.numel() + min(global_k, flat.numel()))).values
         del scores, block
-    del zero
     return SearchResult(best_scores.cpu().numpy(), best_index.cpu().numpy(), top.cpu().numpy(),
                         time.monotonic() - begin)
