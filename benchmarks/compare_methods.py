@@ -66,6 +66,8 @@ class Method:
     label: str
     config: str
     overrides: Tuple[str, ...]   # applied to ``config`` before the shared budget
+    own_optimizer: bool = False  # the method's optimiser and lr are part of the method (e.g. FaceT's AdamW with
+                                 # layer decay): the budget then shares steps, batch, schedule shape, trunk, data only
 
 
 METHODS: Dict[str, Method] = {
@@ -81,6 +83,14 @@ METHODS: Dict[str, Method] = {
                               "+data.occlusion.exclude_families=[upper_accessory, lower_accessory, object, user_art]")),
     "gfro_visibility": Method("GFRO + visibility-aware gate", GFRO_PRESET,
                               ("backbone.visibility_head=true", "training_mode.visibility_weight=0.1")),
+    # the seed methods of the field (issue 13): each its own preset in configs/methods/, same budget and seeds
+    "oaml": Method("OAML: AdaFace + occlusion-weighted QAConv matching (fused score)", "configs/methods/oaml.yaml", ()),
+    "msml": Method("MSML: segmentation branch + feature masking", "configs/methods/msml.yaml", ()),
+    "facet": Method("FaceT: ViT + prompts, flag from its occlusion classifier (no MAE stage)",
+                    "configs/methods/facet.yaml", (), own_optimizer=True),
+    "facet_oracle": Method("FaceT with the protocol's occlusion flag (ORACLE)", "configs/methods/facet.yaml",
+                           ("backbone.flag_source=oracle",), own_optimizer=True),
+    "sst": Method("Semi-siamese training (prototype queue, momentum gallery net)", "configs/methods/sst.yaml", ()),
 }
 DEFAULT_METHODS = ("arcface", "arcface_aug", "gfro_contrastive", "gfro", "gfro_visibility")
 
@@ -94,17 +104,18 @@ BUDGETS: Dict[str, Dict[str, Any]] = {
 }
 
 
-def budget_overrides(budget: Mapping[str, Any], trunk_key: str, sets: Sequence[str], seed: int) -> List[str]:
-    """What every row shares: data, schedule, optimiser, trunk size, evaluation sets; the seed of this run."""
+def budget_overrides(budget: Mapping[str, Any], trunk_key: str, sets: Sequence[str], seed: int,
+                     own_optimizer: bool = False) -> List[str]:
+    """What every row shares: data, schedule, optimiser (unless the method brings its own), trunk size, evaluation
+    sets; the seed of this run."""
     protocols = [{"set": name, "variant": VARIANT} for name in sets]
-    return [
+    optimizer = [] if own_optimizer else [f"optim.lr={budget['lr']}", "optim.type=SGD"]
+    return optimizer + [
         f"data.batch_size={int(budget['batch_size'])}",
         "+schedule.type=cosine",
         f"+schedule.epochs={budget['epochs']}",
         f"+schedule.warmup_epochs={budget['warmup_epochs']}",
         "+schedule.min_lr_ratio=0.01",
-        f"optim.lr={budget['lr']}",
-        "optim.type=SGD",
         f"runtime.seed={int(seed)}",
         "runtime.device=cpu",
         "runtime.amp=none",
@@ -123,8 +134,8 @@ def method_config(name: str, budget: Mapping[str, Any], sets: Sequence[str], see
         raise ConfigError(f"--methods: unknown method {name!r}; known: {', '.join(METHODS)}")
     method = METHODS[name]
     cfg = load_config(method.config, method.overrides)
-    trunk_key = "backbone.trunk" if cfg["backbone"]["type"] == "GFROEmbedding" else "backbone"
-    for override in budget_overrides(budget, trunk_key, sets, seed) + list(extra):
+    trunk_key = "backbone.trunk" if isinstance(cfg["backbone"].get("trunk"), Mapping) else "backbone"
+    for override in budget_overrides(budget, trunk_key, sets, seed, method.own_optimizer) + list(extra):
         apply_override(cfg, override)
     return cfg
 
