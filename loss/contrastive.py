@@ -8,6 +8,12 @@ denominator, so the loss never pushes a view away from its own identity:
 
     L_i = −log( exp(a_i·k_i/τ) / (exp(a_i·k_i/τ) + Σ_{j ∈ neg(i)} exp(a_i·k_j/τ)) )
 
+Under torchrun (an initialised process group) the targets and labels of every rank are all-gathered (they are
+detached, so a plain all-gather loses no gradient): each rank's anchors meet the W·B targets of the global batch,
+its positives sit at ``rank·B + i``, same-identity exclusion runs over the gathered labels and the queue receives the
+gathered targets in rank order, so it is identical on every rank. The mean of the ranks' losses (what DDP's gradient
+average optimises) then equals the single-process loss on the joined batch of W·B images, whatever the GPU count.
+
 Unlike the release's SupCon call (one view, no labels → identically zero), this has a real gradient wrt the
 anchors only: the targets are detached here (the teacher is frozen; the student target is stop-grad), so no
 gradient reaches them even when the caller passes a tensor that requires grad.
@@ -17,12 +23,26 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from loss import LOSSES
 
 NO_LABEL = -1
+
+
+def gather_keys(keys: torch.Tensor, labels: torch.Tensor) -> tuple:
+    """(keys, labels, offset): the detached ``keys`` [B,D] and ``labels`` [B] of every rank concatenated in rank
+    order, and this rank's offset in them (``rank · B``); unchanged with offset 0 outside a process group."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return keys, labels, 0
+    world = dist.get_world_size()
+    gathered_keys = [torch.empty_like(keys) for _ in range(world)]
+    gathered_labels = [torch.empty_like(labels) for _ in range(world)]
+    dist.all_gather(gathered_keys, keys.contiguous())
+    dist.all_gather(gathered_labels, labels.contiguous())
+    return torch.cat(gathered_keys), torch.cat(gathered_labels), dist.get_rank() * keys.shape[0]
 
 
 @LOSSES.register()
@@ -33,7 +53,8 @@ class CleanNoisyContrastiveLoss(nn.Module):
     target; the loss is the mean over all B·V anchors.
 
     ``queue_size`` > 0 keeps that many past targets (and labels) as extra negatives; the queue is filled in
-    training mode only, is local to each process, and is not saved in checkpoints (a MoCo-style cache).
+    training mode only (with the gathered targets under torchrun, so every rank holds the same queue) and is not
+    saved in checkpoints (a MoCo-style cache).
     """
 
     def __init__(self, temperature: float = 0.07, queue_size: int = 0, exclude_same_identity: bool = True) -> None:
@@ -64,18 +85,20 @@ class CleanNoisyContrastiveLoss(nn.Module):
             anchor = F.normalize(anchors.float().reshape(batch * views, -1), dim=1)
             keys = F.normalize(targets.detach().float(), dim=1)  # stop-grad positives/negatives, always
             key_labels = labels if labels is not None else torch.full((batch,), NO_LABEL, device=anchors.device)
+            keys, key_labels, offset = gather_keys(keys, key_labels.long())
+            fresh_keys, fresh_labels = keys, key_labels
             if self.queue_filled:
                 keys = torch.cat([keys, self.queue[:self.queue_filled].to(keys.dtype)])
                 key_labels = torch.cat([key_labels, self.queue_labels[:self.queue_filled]])
             logits = anchor @ keys.t() / self.temperature  # [B·V, B + Q]; column i is image i's positive
-            positive = torch.arange(batch, device=anchors.device).repeat_interleave(views)
+            positive = offset + torch.arange(batch, device=anchors.device).repeat_interleave(views)
             if labels is not None and self.exclude_same_identity:
-                same_identity = labels[positive].view(-1, 1) == key_labels.view(1, -1)
+                same_identity = key_labels[positive].view(-1, 1) == key_labels.view(1, -1)
                 same_identity[torch.arange(positive.numel(), device=anchors.device), positive] = False  # keep it
                 logits = logits.masked_fill(same_identity, float("-inf"))
             loss = F.cross_entropy(logits, positive)
         if self.training and self.queue_size:
-            self._enqueue(F.normalize(targets.detach().float(), dim=1), key_labels[:batch].detach())
+            self._enqueue(fresh_keys, fresh_labels.detach())
         return loss
 
     @torch.no_grad()

@@ -360,11 +360,7 @@ class Trainer:
         with autocast:
             out = self.train_module(batch)
         loss = out["loss"]
-        if not torch.isfinite(loss):
-            path = self.save_checkpoint(f"nan_step_{self.global_step:07d}.pt", all_ranks=False)  # others may not stop
-            terms = {k: float(v) for k, v in out["terms"].items()}
-            raise FloatingPointError(f"non-finite loss {loss.item()} at global step {self.global_step} "
-                                     f"(terms {terms}); state saved to {path}")
+        self._stop_if_not_finite(loss, out["terms"])
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.grad_clip:
@@ -377,6 +373,27 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         return out
+
+    def _stop_if_not_finite(self, loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> None:
+        """Every rank stops together when any rank's loss is not finite: the decision is all-reduced before
+        backward (a rank raising alone would leave the others waiting in the gradient all-reduce until the NCCL
+        timeout). Rank 0 writes a debug checkpoint; every rank raises the same error naming the ranks."""
+        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+        if self.dist.enabled:
+            flags = [torch.zeros_like(bad) for _ in range(self.dist.world_size)]
+            torch.distributed.all_gather(flags, bad)
+            bad_ranks = [rank for rank, flag in enumerate(flags) if float(flag) > 0]
+        else:
+            bad_ranks = [0] if float(bad) > 0 else []
+        if not bad_ranks:
+            return
+        name = f"nan_step_{self.global_step:07d}.pt"
+        self.save_checkpoint(name)  # every rank is here: the states are gathered, rank 0 writes
+        path = self.checkpoint_dir / name
+        values = {k: float(v) for k, v in terms.items()}
+        where = f" on rank(s) {bad_ranks}" if self.dist.enabled else ""
+        raise FloatingPointError(f"non-finite loss{where} at global step {self.global_step} (this rank: loss "
+                                 f"{float(loss)}, terms {values}); state saved by rank 0 to {path}")
 
     def fit(self) -> Dict[str, Any]:
         if self.dist.is_main and self.writer is None:
