@@ -7,7 +7,7 @@ from typing import Dict
 import torch
 
 from head import HEADS
-from head.margin_base import MarginHead
+from head.margin_base import MarginHead, global_mean_std
 
 EPS = 1e-3  # the reference's eps: cosine clamp, norm-std guard and angle clip
 
@@ -45,10 +45,11 @@ class AdaFace(MarginHead):
         """[B] ĝ in [−1, 1]; updates the norm statistics first when training."""
         norms = embeddings.detach().norm(dim=1).clamp(EPS, 100.0)
         if self.training:
-            with torch.no_grad():
-                self.batch_mean.copy_(norms.mean() * self.t_alpha + (1.0 - self.t_alpha) * self.batch_mean)
-                if norms.numel() > 1:  # the std of one sample is undefined
-                    self.batch_std.copy_(norms.std() * self.t_alpha + (1.0 - self.t_alpha) * self.batch_std)
+            with torch.no_grad():  # global batch statistics under torchrun: the buffers agree on every rank
+                batch_mean, batch_std = global_mean_std(norms)
+                self.batch_mean.copy_(batch_mean * self.t_alpha + (1.0 - self.t_alpha) * self.batch_mean)
+                if not torch.isnan(batch_std):  # the std of one sample is undefined
+                    self.batch_std.copy_(batch_std * self.t_alpha + (1.0 - self.t_alpha) * self.batch_std)
         mean, std = self.batch_mean.to(norms.dtype), self.batch_std.to(norms.dtype)
         return (self.h * ((norms - mean) / (std + EPS))).clamp(-1.0, 1.0)
 

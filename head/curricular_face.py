@@ -6,7 +6,7 @@ from typing import Dict
 import torch
 
 from head import HEADS
-from head.margin_base import INSIGHTFACE_FALLBACK, MarginHead, additive_angular_target
+from head.margin_base import INSIGHTFACE_FALLBACK, MarginHead, additive_angular_target, global_mean_std
 
 
 @HEADS.register()
@@ -41,7 +41,7 @@ class CurricularFace(MarginHead):
         target = additive_angular_target(target_cos, self.margin, INSIGHTFACE_FALLBACK)
         if self.training:
             with torch.no_grad():
-                self.t.copy_(self.momentum * target_cos.mean() + (1.0 - self.momentum) * self.t)
+                self.t.copy_(self.momentum * global_mean_std(target_cos)[0] + (1.0 - self.momentum) * self.t)
         hard = cosine > raw_shifted[:, None]
         t = self.t.to(cosine.dtype)
         logits = torch.where(hard, cosine * (t + cosine), cosine)

@@ -14,6 +14,7 @@ import math
 from typing import Dict, Optional
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -87,6 +88,21 @@ def additive_angular_target(cosine: torch.Tensor, margin: torch.Tensor | float,
     mm = insightface_mm if margin_am == INSIGHTFACE_FALLBACK else float(margin_am)
     # θ + m < π  ⇔  cos θ > cos(π − m)
     return torch.where(cosine > threshold, shifted, cosine - mm)
+
+
+def global_mean_std(values: torch.Tensor) -> tuple:
+    """(mean, unbiased std) of ``values`` over the global batch: all ranks' values under torchrun (sums reduced in
+    float64), so a head's running statistics (CurricularFace ``t``, AdaFace's norm EMA) stay identical on every
+    rank; one process: ``values.mean()``, ``values.std()`` exactly. The std is NaN for a single value overall."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values.mean(), (values.std() if values.numel() > 1 else values.new_tensor(float("nan")))
+    flat = values.detach().double().reshape(-1)
+    sums = torch.stack([flat.sum(), (flat * flat).sum(), flat.new_tensor(float(flat.numel()))])
+    dist.all_reduce(sums)
+    total, squares, count = sums.unbind()
+    mean = total / count
+    variance = (squares - count * mean * mean).clamp_min(0.0) / (count - 1.0) if count > 1 else mean * float("nan")
+    return mean.to(values.dtype), variance.sqrt().to(values.dtype)
 
 
 def compute_dtype(embeddings: torch.Tensor) -> torch.dtype:

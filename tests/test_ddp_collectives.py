@@ -48,6 +48,33 @@ CONTRASTIVE_WORKER = textwrap.dedent("""
     dist.destroy_process_group()
 """)
 
+# Each rank feeds its slice of one global batch to CurricularFace and AdaFace and writes their buffers.
+HEAD_BUFFERS_WORKER = textwrap.dedent("""
+    import json, sys
+
+    import torch
+    import torch.distributed as dist
+
+    from head import build_head
+
+    world, batch, dim, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    buffers = {}
+    for name in ("CurricularFace", "AdaFace"):
+        torch.manual_seed(0)
+        head = build_head({"type": name}, feat_dim=dim, num_class=7).train()
+        generator = torch.Generator().manual_seed(1)
+        embeddings = 5.0 * torch.randn(world * batch, dim, generator=generator)
+        labels = torch.randint(0, 7, (world * batch,), generator=generator)
+        mine = slice(rank * batch, (rank + 1) * batch)
+        head(embeddings[mine], labels[mine])
+        buffers[name] = {key: value.tolist() for key, value in head.named_buffers()}
+    with open(f"{out}.rank{rank}.json", "w") as handle:
+        json.dump(buffers, handle)
+    dist.destroy_process_group()
+""")
+
 # Rank 1's loss turns NaN at global step 2; every rank must raise the same FloatingPointError (caught and written).
 NAN_WORKER = textwrap.dedent("""
     import sys
@@ -121,6 +148,27 @@ def test_gathered_contrastive_loss_equals_the_joined_batch(tmp_path):
     local_mean = sum(float(local_fn(anchors[r * BATCH:(r + 1) * BATCH], targets[r * BATCH:(r + 1) * BATCH],
                                     labels[r * BATCH:(r + 1) * BATCH])) for r in range(WORLD)) / WORLD
     assert abs(local_mean - losses[0]) > 1e-3
+
+
+def test_head_buffers_follow_the_global_batch_on_every_rank(tmp_path):
+    from head import build_head
+
+    worker = tmp_path / "worker.py"
+    worker.write_text(HEAD_BUFFERS_WORKER)
+    torchrun(str(worker), str(WORLD), str(BATCH), str(DIM), str(tmp_path / "out"))
+    ranks = [json.loads((tmp_path / f"out.rank{rank}.json").read_text()) for rank in range(WORLD)]
+    generator = torch.Generator().manual_seed(1)
+    embeddings = 5.0 * torch.randn(WORLD * BATCH, DIM, generator=generator)
+    labels = torch.randint(0, 7, (WORLD * BATCH,), generator=generator)
+    for name in ("CurricularFace", "AdaFace"):
+        torch.manual_seed(0)
+        head = build_head({"type": name}, feat_dim=DIM, num_class=7).train()
+        initial = {key: value.clone() for key, value in head.named_buffers()}
+        head(embeddings, labels)  # one process, the joined batch
+        for key, value in head.named_buffers():
+            assert not torch.equal(value, initial[key]), f"{name}.{key} did not move"
+            for rank in ranks:
+                assert rank[name][key] == pytest.approx(value.tolist(), abs=1e-5), (name, key)
 
 
 def test_nan_on_one_rank_stops_every_rank_with_one_error(random_faces, tmp_path):
