@@ -46,7 +46,7 @@ class AdaFace(MarginHead):
         norms = embeddings.detach().norm(dim=1).clamp(EPS, 100.0)
         if self.training:
             with torch.no_grad():  # global batch statistics under torchrun: the buffers agree on every rank
-                batch_mean, batch_std = global_mean_std(norms)
+                batch_mean, batch_std = global_mean_std(norms, not self.batch_is_global)
                 self.batch_mean.copy_(batch_mean * self.t_alpha + (1.0 - self.t_alpha) * self.batch_mean)
                 if not torch.isnan(batch_std):  # the std of one sample is undefined
                     self.batch_std.copy_(batch_std * self.t_alpha + (1.0 - self.t_alpha) * self.batch_std)

@@ -41,7 +41,8 @@ class CurricularFace(MarginHead):
         target = additive_angular_target(target_cos, self.margin, INSIGHTFACE_FALLBACK)
         if self.training:
             with torch.no_grad():
-                self.t.copy_(self.momentum * global_mean_std(target_cos)[0] + (1.0 - self.momentum) * self.t)
+                batch_t = global_mean_std(target_cos, not self.batch_is_global)[0]
+                self.t.copy_(self.momentum * batch_t + (1.0 - self.momentum) * self.t)
         hard = cosine > raw_shifted[:, None]
         t = self.t.to(cosine.dtype)
         logits = torch.where(hard, cosine * (t + cosine), cosine)

@@ -90,11 +90,12 @@ def additive_angular_target(cosine: torch.Tensor, margin: torch.Tensor | float,
     return torch.where(cosine > threshold, shifted, cosine - mm)
 
 
-def global_mean_std(values: torch.Tensor) -> tuple:
+def global_mean_std(values: torch.Tensor, across_ranks: bool = True) -> tuple:
     """(mean, unbiased std) of ``values`` over the global batch: all ranks' values under torchrun (sums reduced in
     float64), so a head's running statistics (CurricularFace ``t``, AdaFace's norm EMA) stay identical on every
-    rank; one process: ``values.mean()``, ``values.std()`` exactly. The std is NaN for a single value overall."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    rank; one process (or ``across_ranks=False``: the values are the global batch already, as under Partial FC):
+    ``values.mean()``, ``values.std()`` exactly. The std is NaN for a single value overall."""
+    if not across_ranks or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return values.mean(), (values.std() if values.numel() > 1 else values.new_tensor(float("nan")))
     flat = values.detach().double().reshape(-1)
     sums = torch.stack([flat.sum(), (flat * flat).sum(), flat.new_tensor(float(flat.numel()))])
@@ -103,6 +104,14 @@ def global_mean_std(values: torch.Tensor) -> tuple:
     mean = total / count
     variance = (squares - count * mean * mean).clamp_min(0.0) / (count - 1.0) if count > 1 else mean * float("nan")
     return mean.to(values.dtype), variance.sqrt().to(values.dtype)
+
+
+def cross_entropy_rows(head_out: Dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """[B] per-row cross-entropy of a head's output: Partial FC's ``ce_per_row`` (softmax over every rank's
+    classes), else the CE of ``logits`` (fp32)."""
+    if "ce_per_row" in head_out:
+        return head_out["ce_per_row"]
+    return F.cross_entropy(head_out["logits"].float(), labels, reduction="none")
 
 
 def compute_dtype(embeddings: torch.Tensor) -> torch.dtype:
@@ -128,6 +137,7 @@ class MarginHead(nn.Module):
         self.scale = float(scale)
         self.weight = nn.Parameter(torch.empty(num_class, feat_dim))
         nn.init.normal_(self.weight, std=0.01)
+        self.batch_is_global = False  # Partial FC sets it: its rows are every rank's, no further reduction
 
     def extra_repr(self) -> str:
         return f"feat_dim={self.feat_dim}, num_class={self.num_class}, scale={self.scale}"

@@ -4,10 +4,10 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from data_processor.preprocess import PreprocessSpec
+from head.margin_base import cross_entropy_rows
 from training_mode import TRAINING_MODES
 from training_mode.base import TrainingMode
 
@@ -27,7 +27,7 @@ class ConventionalTraining(TrainingMode):
                            f"'noisy' needs data.occlusion")
         out = self.backbone.forward_train(self.inputs(batch[self.input_key]))
         head_out = self.head(out["embedding"], batch["label"])
-        terms: Dict[str, torch.Tensor] = {"ce": F.cross_entropy(head_out["logits"].float(), batch["label"])}
+        terms: Dict[str, torch.Tensor] = {"ce": cross_entropy_rows(head_out, batch["label"]).mean()}
         if "aux_loss" in head_out:
             terms["head_aux"] = head_out["aux_loss"]
         terms.update(out["aux_losses"])

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from data_processor.preprocess import PreprocessSpec, preprocess
+from head.margin_base import cross_entropy_rows
 from loss.contrastive import CleanNoisyContrastiveLoss
 from loss.distillation import CosineDistillationLoss
 from loss.visibility import region_visibility_targets, soft_bce
@@ -121,13 +122,11 @@ class GFROTraining(TrainingMode):
             out = self.backbone.forward_train(stacked)
         embeddings = out["embedding"]
         z_clean, z_noisy = embeddings[:size], embeddings[size:]
-        head_out = self.head(embeddings, torch.cat([labels, noisy_labels]))
-        logits = head_out["logits"].float()
+        all_labels = torch.cat([labels, noisy_labels])
+        head_out = self.head(embeddings, all_labels)  # one call for both views (Partial FC: one sharded softmax)
+        ce_rows = cross_entropy_rows(head_out, all_labels)
 
-        raw: Dict[str, torch.Tensor] = {
-            "ce_clean": F.cross_entropy(logits[:size], labels),
-            "ce_noisy": F.cross_entropy(logits[size:], noisy_labels),
-        }
+        raw: Dict[str, torch.Tensor] = {"ce_clean": ce_rows[:size].mean(), "ce_noisy": ce_rows[size:].mean()}
         use_teacher = self.teacher is not None and (self.contrastive_weight > 0 or self.kd_weight > 0)
         teacher_clean = self.teacher(self.teacher_inputs(clean)) if use_teacher else None
         targets = teacher_clean if teacher_clean is not None else z_clean.detach()

@@ -10,7 +10,7 @@ import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -135,7 +135,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=(amp == "fp16"))
 
         self.train_module: nn.Module = self.module
+        self.model_parallel = model_parallel_parameters(self.module)  # Partial FC's class-centre shards
         if self.dist.enabled:
+            if self.model_parallel:  # each rank owns its shard: DDP must not average their gradients
+                DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                    self.module, [name for name, _, _ in self.model_parallel])
             self.train_module = DistributedDataParallel(
                 self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False, find_unused_parameters=bool(runtime.get("find_unused_parameters", False)))
@@ -199,7 +203,10 @@ class Trainer:
         if loaded is None:
             raise FileNotFoundError(f"runtime.init_weights.weights: {cfg['weights']} not found")
         model, _, source = loaded
-        load_backbone_weights(target, model.state_dict(), source=source)
+        if hasattr(target, "load_pretrained"):  # e.g. FaceT: an MAE run's encoder keys; prompts and readout fresh
+            target.load_pretrained(model.state_dict(), source=source)
+        else:
+            load_backbone_weights(target, model.state_dict(), source=source)
         logger.info("initialised %s from %s", cfg.get("module", "backbone"), source)
 
     @torch.no_grad()
@@ -253,7 +260,10 @@ class Trainer:
         shard of the data and the sums are all-reduced."""
         head, backbone = self.module.head, self.module.backbone
         weight = getattr(head, "weight", None)
-        if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != (self.num_class, backbone.feat_dim):
+        if weight is None and hasattr(getattr(head, "head", None), "weight"):
+            weight = head.head.weight  # Partial FC: this rank's rows of the class centres
+        start, stop, _ = getattr(weight, "model_parallel_rows", (0, self.num_class, self.num_class))
+        if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != (stop - start, backbone.feat_dim):
             raise ValueError(f"runtime.init_head=class_means needs a head with a [num_class, feat_dim] 'weight'; "
                              f"{type(head).__name__} has {tuple(getattr(weight, 'shape', ()))}")
         sampler = DistributedSampler(self.dataset, num_replicas=self.dist.world_size, rank=self.dist.rank,
@@ -275,7 +285,8 @@ class Trainer:
         empty = int((counts == 0).sum())
         if empty:
             raise ValueError(f"runtime.init_head=class_means: {empty} classes have no training image")
-        weight.copy_(torch.nn.functional.normalize(sums / counts.unsqueeze(1), dim=1).to(weight.dtype))
+        means = torch.nn.functional.normalize(sums / counts.unsqueeze(1), dim=1)
+        weight.copy_(means[start:stop].to(weight.dtype))
         logger.info("init_head: %d class weights imprinted from the mean clean embeddings of %d images",
                     self.num_class, int(counts.sum()))
 
@@ -309,10 +320,18 @@ class Trainer:
         """Rank 0 writes ``name`` (and ``last.pt``) with every rank's RNG state: every rank must call this (the
         states are gathered), unless ``all_ranks=False`` (a rank saving on its own: only rank 0's state is kept)."""
         rng_states = gather_rng_states(self.dist) if all_ranks else [capture_rng_state()]
+        full_shards = self._gather_model_parallel() if all_ranks else {}
         if not self.dist.is_main:
             return None
         path = self.checkpoint_dir / name
         state = self._state(rng_states)
+        for key, tensor in full_shards.items():  # world-size-free: the full [num_class, D] tensors
+            section, name_or_index, *field = key
+            if section == "model":
+                state["model"][name_or_index] = tensor
+            else:  # a new dict: optimizer.state_dict() shares the live per-parameter state dicts
+                slot_state = state["optimizer"]["state"]
+                slot_state[name_or_index] = {**slot_state[name_or_index], field[0]: tensor}
         atomic_torch_save(state, path)
         if name != "last.pt":
             atomic_torch_save(state, self.checkpoint_dir / "last.pt")
@@ -327,6 +346,7 @@ class Trainer:
         state = load_checkpoint(path, map_location=self.device)
         if state.get("num_class") != self.num_class:
             raise ValueError(f"{path}: checkpoint has {state.get('num_class')} classes, the data has {self.num_class}")
+        self._shard_model_parallel(state)
         missing, unexpected = self.module.load_state_dict(state["model"], strict=False)
         missing = [k for k in missing if not k.startswith("teacher.")]
         if missing or unexpected:
@@ -339,6 +359,37 @@ class Trainer:
         (logger.info if restored else logger.warning)("resume: %s", how)
         logger.info("resumed from %s at epoch %d step %d (global step %d)", path, self.epoch + 1,
                     self.step_in_epoch, self.global_step)
+
+    def _model_parallel_slots(self) -> List[Tuple[str, int, Tuple[int, int, int]]]:
+        """(parameter name, its optimiser state index, (start, stop, total rows)) of every sharded parameter."""
+        index = {id(p): i for i, p in enumerate(p for g in self.optimizer.param_groups for p in g["params"])}
+        return [(name, index.get(id(param), -1), rows) for name, param, rows in self.model_parallel]
+
+    def _gather_model_parallel(self) -> Dict[tuple, torch.Tensor]:
+        """Every rank: the full tensors of the sharded parameters and of their optimiser state (rank 0 keeps them)."""
+        if not self.model_parallel:
+            return {}
+        params = dict(self.module.named_parameters())
+        full: Dict[tuple, torch.Tensor] = {}
+        for name, slot, rows in self._model_parallel_slots():
+            full[("model", name)] = gather_row_shards(params[name].detach(), rows, self.dist)
+            for field, value in sorted(self.optimizer.state.get(params[name], {}).items()):
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == rows[1] - rows[0]:
+                    full[("optimizer", slot, field)] = gather_row_shards(value, rows, self.dist)
+        return full
+
+    def _shard_model_parallel(self, state: Dict[str, Any]) -> None:
+        """Resume: cut this rank's rows out of the checkpoint's full tensors (any saving world size)."""
+        for name, slot, (start, stop, total) in self._model_parallel_slots():
+            full = state["model"].get(name)
+            if full is None:
+                continue
+            if full.shape[0] != total:
+                raise ValueError(f"checkpoint: {name} has {full.shape[0]} rows, this run shards {total}")
+            state["model"][name] = full[start:stop]
+            for field, value in (state["optimizer"]["state"].get(slot) or {}).items():
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == total:
+                    state["optimizer"]["state"][slot][field] = value[start:stop]
 
     # ------------------------------------------------------------------ training
     def _loader(self) -> DataLoader:
@@ -365,13 +416,16 @@ class Trainer:
         self.scaler.scale(loss).backward()
         if self.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
-                                                       float(self.grad_clip))
+            grad_norm = clip_global_grad_norm([p for g in self.optimizer.param_groups for p in g["params"]],
+                                              float(self.grad_clip), self.dist if self.model_parallel else None)
             out["stats"] = {**out.get("stats", {}), "grad_norm": grad_norm.detach(),  # before clipping
                             "grad_clipped": (grad_norm > float(self.grad_clip)).float()}
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        after_step = getattr(self.module, "after_optimizer_step", None)  # e.g. SST's momentum (gallery) update
+        if after_step is not None:
+            after_step()
         return out
 
     def _stop_if_not_finite(self, loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> None:
@@ -546,8 +600,9 @@ class Trainer:
     def model_meta(self) -> Dict[str, Any]:
         embedding_model = self.module.embedding_model()
         backbone_cfg = dict(self.cfg["backbone"])
+        arch = backbone_cfg.pop("type")
         return {
-            "arch": backbone_cfg.pop("type"),
+            "arch": getattr(embedding_model, "export_arch", arch),  # e.g. OAML exports its descriptor twin
             "kwargs": backbone_cfg,
             "embedding_dim": int(embedding_model.feat_dim),
             "preprocess": self.spec.to_dict(),
@@ -581,6 +636,48 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
         cleanup(self.dist)
+
+
+def model_parallel_parameters(module: nn.Module) -> List[Tuple[str, nn.Parameter, Tuple[int, int, int]]]:
+    """(name, parameter, (start, stop, total rows)) of every parameter sharded across ranks (Partial FC marks its
+    class centres with ``model_parallel_rows``)."""
+    return [(name, param, tuple(param.model_parallel_rows)) for name, param in module.named_parameters()
+            if hasattr(param, "model_parallel_rows")]
+
+
+def gather_row_shards(shard: torch.Tensor, rows: Tuple[int, int, int], info: DistInfo) -> torch.Tensor:
+    """The full ``[total, ...]`` tensor from every rank's ``[stop − start, ...]`` rows (a collective; shards may
+    differ by one row, so they are padded to the largest)."""
+    start, stop, total = rows
+    if not info.enabled:
+        return shard.detach().clone()
+    largest = -(-total // info.world_size)
+    padded = shard.new_zeros((largest,) + tuple(shard.shape[1:]))
+    padded[:stop - start] = shard.detach()
+    parts = [torch.empty_like(padded) for _ in range(info.world_size)]
+    torch.distributed.all_gather(parts, padded)
+    sizes = [total // info.world_size + (1 if rank < total % info.world_size else 0) for rank in range(info.world_size)]
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+
+
+def clip_global_grad_norm(params: List[nn.Parameter], max_norm: float, info: Optional[DistInfo]) -> torch.Tensor:
+    """``clip_grad_norm_`` over the whole model; with sharded parameters (``info`` given) their squared norms are
+    summed over ranks, so every rank clips replicated parameters by the same factor."""
+    if info is None or not info.enabled:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    with_grad = [p for p in params if p.grad is not None]
+    device = with_grad[0].grad.device if with_grad else torch.device("cpu")
+
+    def squared_norm(chosen: List[nn.Parameter]) -> torch.Tensor:
+        return sum((p.grad.detach().float().pow(2).sum() for p in chosen), torch.zeros((), device=device))
+
+    sharded = squared_norm([p for p in with_grad if hasattr(p, "model_parallel_rows")])
+    torch.distributed.all_reduce(sharded)
+    total = (sharded + squared_norm([p for p in with_grad if not hasattr(p, "model_parallel_rows")])).sqrt()
+    coefficient = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for param in with_grad:
+        param.grad.mul_(coefficient.to(param.grad.dtype))
+    return total
 
 
 def protocol_label(cfg: Dict[str, Any]) -> str:
