@@ -119,7 +119,10 @@ class Trainer:
             self.module.to(memory_format=torch.channels_last)
             self.module.channels_last = True
         trainable = [m for name, m in self.module.named_children() if name != "teacher"]
-        optim_cfg = dict(cfg["optim"])
+        optim_cfg = scaled_lr_config(dict(cfg["optim"]), self.batch_size * self.dist.world_size)
+        if self.device.type == "cuda" and optim_cfg.get("type", "SGD") in ("SGD", "AdamW", "Adam") \
+                and "fused" not in optim_cfg and "foreach" not in optim_cfg:
+            optim_cfg["fused"] = True  # fast path: one fused kernel per step (optim.fused: false switches it off)
         self.grad_clip = optim_cfg.get("grad_clip")
         self.optimizer = build_optimizer(optim_cfg, trainable)
         self.epochs = int(cfg["schedule"]["epochs"])
@@ -134,6 +137,12 @@ class Trainer:
         self.amp_dtype = AMP_DTYPES.get(amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=(amp == "fp16"))
 
+        if runtime.get("sync_bn", False):
+            if not self.dist.enabled or self.device.type != "cuda":
+                raise ConfigError("runtime.sync_bn: SyncBatchNorm needs several CUDA ranks (torchrun on GPUs); set it "
+                                  "false on the CPU or with one process")
+            self.module = nn.SyncBatchNorm.convert_sync_batchnorm(self.module)
+            logger.info("runtime.sync_bn: BatchNorm statistics over the global batch (SyncBatchNorm)")
         self.train_module: nn.Module = self.module
         self.model_parallel = model_parallel_parameters(self.module)  # Partial FC's class-centre shards
         if self.dist.enabled:
@@ -636,6 +645,23 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
         cleanup(self.dist)
+
+
+def scaled_lr_config(optim_cfg: Dict[str, Any], global_batch: int) -> Dict[str, Any]:
+    """``optim.lr_scaling: {base_batch: 512}`` (linear rule, Goyal et al. 2017): ``lr`` is the rate for
+    ``base_batch`` images per step and is multiplied by global_batch / base_batch (per-rank batch × ranks), so a
+    config keeps its meaning on any GPU count; absent: ``lr`` is used as written. Returns the optimiser config
+    without the key."""
+    rule = optim_cfg.pop("lr_scaling", None)
+    if rule is None:
+        return optim_cfg
+    if not isinstance(rule, dict) or set(rule) != {"base_batch"} or not isinstance(rule["base_batch"], int) \
+            or rule["base_batch"] <= 0:
+        raise ConfigError(f"optim.lr_scaling: expected {{base_batch: <positive int>}}, got {rule!r}")
+    factor = global_batch / rule["base_batch"]
+    logger.info("optim.lr_scaling: lr %g × %d / %d = %g (global batch / base batch)", optim_cfg["lr"], global_batch,
+                rule["base_batch"], optim_cfg["lr"] * factor)
+    return {**optim_cfg, "lr": float(optim_cfg["lr"]) * factor}
 
 
 def model_parallel_parameters(module: nn.Module) -> List[Tuple[str, nn.Parameter, Tuple[int, int, int]]]:
