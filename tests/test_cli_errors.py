@@ -70,7 +70,7 @@ def entry_point_cases(tmp: Path):
                                                  str(tmp / "o"), "--occlusion", "helmet"], "unknown kind"),
         ("training_mode.conventional_training.train", [str(missing / "config.yaml")], "config file not found"),
         ("tools.align_dataset", ["--input", str(missing), "--output", str(tmp / "aligned")], "input folder not found"),
-        ("tools.benchmark_train", ["--methods", "nope"], "unknown method"),
+        ("benchmarks.train_throughput", ["--methods", "nope"], "unknown method"),
         ("face_sdk.cli", ["embed", str(missing / "a.jpg")], "image not found"),
         ("utils.export_onnx", ["--checkpoint", str(missing / "c.pt"), "--out", str(tmp / "onnx")],
          "checkpoint not found"),

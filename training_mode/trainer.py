@@ -114,7 +114,10 @@ class Trainer:
         init_head = runtime.get("init_head", "random")
         if init_head not in ("random", "class_means"):
             raise ValueError(f"runtime.init_head must be random or class_means, got {init_head!r}")
-        self.channels_last = bool(runtime.get("channels_last", False))
+        channels_last = runtime.get("channels_last", "auto")
+        if channels_last not in ("auto", True, False):
+            raise ConfigError(f"runtime.channels_last: expected auto, true or false, got {channels_last!r}")
+        self.channels_last = self.device.type == "cuda" if channels_last == "auto" else channels_last
         if self.channels_last:
             self.module.to(memory_format=torch.channels_last)
             self.module.channels_last = True
