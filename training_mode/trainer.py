@@ -98,7 +98,6 @@ class Trainer:
                              f"({self.batch_size} × {self.dist.world_size}); lower data.batch_size")
         self.sampler = ResumableSampler(self.dataset, self.dist, self.seed, self.batch_size)
         self.num_workers = int(data_cfg.get("num_workers", 2))
-        self.steps_per_epoch = len(self.sampler.inner) // self.batch_size
 
         backbone = build_backbone(cfg["backbone"])
         head = build_head(cfg["head"], feat_dim=backbone.feat_dim, num_class=self.num_class)
@@ -122,7 +121,13 @@ class Trainer:
             self.module.to(memory_format=torch.channels_last)
             self.module.channels_last = True
         trainable = [m for name, m in self.module.named_children() if name != "teacher"]
-        optim_cfg = scaled_lr_config(dict(cfg["optim"]), self.batch_size * self.dist.world_size)
+        optim_cfg = dict(cfg["optim"])
+        self.accumulation = accumulation_steps(optim_cfg.pop("accumulation_steps", 1))
+        self.steps_per_epoch = (len(self.sampler.inner) // self.batch_size) // self.accumulation  # optimiser steps
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"optim.accumulation_steps={self.accumulation}: an epoch has fewer than that many "
+                             f"batches of {self.batch_size}")
+        optim_cfg = scaled_lr_config(optim_cfg, self.batch_size * self.dist.world_size * self.accumulation)
         if self.device.type == "cuda" and optim_cfg.get("type", "SGD") in ("SGD", "AdamW", "Adam") \
                 and "fused" not in optim_cfg and "foreach" not in optim_cfg:
             optim_cfg["fused"] = True  # fast path: one fused kernel per step (optim.fused: false switches it off)
@@ -407,7 +412,7 @@ class Trainer:
     def _loader(self) -> DataLoader:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.epoch)
-        self.sampler.set_epoch(self.epoch, self.step_in_epoch)
+        self.sampler.set_epoch(self.epoch, self.step_in_epoch * self.accumulation)
         generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
         return DataLoader(self.dataset, batch_size=self.batch_size, sampler=self.sampler,
                           num_workers=self.num_workers, pin_memory=self.device.type == "cuda", drop_last=True,
@@ -416,16 +421,28 @@ class Trainer:
     def _to_device(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-    def train_step(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+    def train_step(self, batches: Dict[str, Any] | List[Dict[str, Any]]) -> Dict[str, Any]:
+        """One optimiser step on a batch, or on a list of micro-batches (``optim.accumulation_steps``: each one's
+        loss / N is back-propagated, DDP synchronises the gradients on the last one only). Returns the output with
+        the loss and terms averaged over the micro-batches."""
         self._set_train_mode()
+        batches = [batches] if isinstance(batches, dict) else list(batches)
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
                     else nullcontext())
-        with autocast:
-            out = self.train_module(batch)
-        loss = out["loss"]
-        self._stop_if_not_finite(loss, out["terms"])
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        outs = []
+        for index, batch in enumerate(batches):
+            last = index == len(batches) - 1
+            no_sync = self.train_module.no_sync if self.dist.enabled and not last else nullcontext
+            with no_sync():
+                with autocast:
+                    out = self.train_module(batch)
+                self._stop_if_not_finite(out["loss"], out["terms"])
+                self.scaler.scale(out["loss"] / len(batches)).backward()
+            outs.append(out)
+        out = outs[-1] if len(outs) == 1 else {
+            **outs[-1], "loss": torch.stack([o["loss"].detach() for o in outs]).mean(),
+            "terms": {k: torch.stack([o["terms"][k] for o in outs]).mean() for k in outs[-1]["terms"]}}
         if self.grad_clip:
             self.scaler.unscale_(self.optimizer)
             grad_norm = clip_global_grad_norm([p for g in self.optimizer.param_groups for p in g["params"]],
@@ -474,9 +491,9 @@ class Trainer:
             window = new_window()
             terms_sum: Dict[str, float] = {}
             tic = time.perf_counter()
-            for batch in self._loader():
+            for batches in micro_batch_groups(self._loader(), self.accumulation):
                 data_time = time.perf_counter() - tic
-                out = self.train_step(self._to_device(batch))
+                out = self.train_step([self._to_device(batch) for batch in batches])
                 self.step_in_epoch += 1
                 self.global_step += 1
                 loss_value = float(all_reduce_mean(out["loss"].detach(), self.dist))
@@ -484,7 +501,7 @@ class Trainer:
                 window["loss"] += loss_value
                 window["n"] += 1
                 window["data"] += data_time
-                window["images"] += self.batch_size * self.dist.world_size
+                window["images"] += self.batch_size * self.dist.world_size * self.accumulation
                 for name, value in out["terms"].items():
                     terms_sum[name] = terms_sum.get(name, 0.0) + float(value)
                 if "grad_norm" in out.get("stats", {}):
@@ -648,6 +665,24 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
         cleanup(self.dist)
+
+
+def accumulation_steps(value: Any) -> int:
+    """``optim.accumulation_steps``: micro-batches per optimiser step (a positive int)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"optim.accumulation_steps: expected a positive integer, got {value!r}")
+    return value
+
+
+def micro_batch_groups(loader: Any, size: int) -> Iterator[List[Dict[str, Any]]]:
+    """Consecutive groups of ``size`` batches; an incomplete last group is dropped (the epoch's step count is
+    floor(batches / size), as the scheduler was told)."""
+    group: List[Dict[str, Any]] = []
+    for batch in loader:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
 
 
 def scaled_lr_config(optim_cfg: Dict[str, Any], global_batch: int) -> Dict[str, Any]:
