@@ -71,3 +71,22 @@ def test_gradient_accumulation_equals_the_large_batch(random_faces, tmp_path):
         cfg = tiny_config(random_faces)
         cfg["optim"] = {**cfg["optim"], "accumulation_steps": 0}
         Trainer(cfg, tmp_path / "bad")
+
+
+def test_persistent_workers_draw_each_epochs_views(random_faces, tmp_path):
+    """Loader workers that live across epochs still get each epoch's random occlusion views: the losses equal the
+    main-process loader's (workers 0), epoch by epoch."""
+    def losses(workers: int, name: str) -> list:
+        cfg = tiny_config(random_faces)
+        cfg["data"].update({"num_workers": workers, "persistent_workers": True,
+                            "occlusion": {"mode": "partial", "fill": "random", "seed": 0}})
+        cfg["training_mode"] = {"type": "ConventionalTraining", "input_key": "noisy"}
+        trainer = Trainer(cfg, tmp_path / name)
+        try:
+            history = [row["loss"] for row in trainer.fit()["history"]]
+            assert trainer.loader.persistent_workers == (workers > 0)
+            return history
+        finally:
+            trainer.close()
+
+    assert losses(1, "persistent") == pytest.approx(losses(0, "main"), rel=1e-6)

@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from backbone import build_backbone
 from data_processor.preprocess import PreprocessSpec
@@ -45,8 +45,10 @@ def resolve_device(name: str, dist_info: DistInfo) -> torch.device:
     return torch.device(name)
 
 
-class ResumableSampler(Sampler[int]):
-    """Shuffles per (seed, epoch) across ranks (like DistributedSampler) and can start mid-epoch on resume."""
+class ResumableSampler(Sampler[Tuple[int, int]]):
+    """Shuffles per (seed, epoch) across ranks (like DistributedSampler) and can start mid-epoch on resume. Yields
+    ``(epoch, index)``: with persistent loader workers (``EpochIndexed``) the epoch reaches each worker's copy of the
+    dataset through the indices, since ``set_epoch`` in the main process does not."""
 
     def __init__(self, dataset: Any, dist_info: DistInfo, seed: int, batch_size: int) -> None:
         self.inner = DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
@@ -58,9 +60,9 @@ class ResumableSampler(Sampler[int]):
         self.inner.set_epoch(epoch)
         self.skip_batches = skip_batches
 
-    def __iter__(self) -> Iterator[int]:
-        indices = list(self.inner)
-        return iter(indices[self.skip_batches * self.batch_size:])
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        indices = list(self.inner)[self.skip_batches * self.batch_size:]
+        return iter([(self.inner.epoch, index) for index in indices])
 
     def __len__(self) -> int:
         return len(self.inner) - self.skip_batches * self.batch_size
@@ -98,6 +100,7 @@ class Trainer:
                              f"({self.batch_size} × {self.dist.world_size}); lower data.batch_size")
         self.sampler = ResumableSampler(self.dataset, self.dist, self.seed, self.batch_size)
         self.num_workers = int(data_cfg.get("num_workers", 2))
+        self.loader: Optional[DataLoader] = None  # built on first use (_loader)
 
         backbone = build_backbone(cfg["backbone"])
         head = build_head(cfg["head"], feat_dim=backbone.feat_dim, num_class=self.num_class)
@@ -410,13 +413,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def _loader(self) -> DataLoader:
+        """The training loader, built once: its workers persist across epochs (``data.persistent_workers``, default
+        on with workers); the sampler's ``(epoch, index)`` items carry the epoch to them."""
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.epoch)
         self.sampler.set_epoch(self.epoch, self.step_in_epoch * self.accumulation)
-        generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
-        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=self.sampler,
-                          num_workers=self.num_workers, pin_memory=self.device.type == "cuda", drop_last=True,
-                          generator=generator, persistent_workers=False)
+        if self.loader is None:
+            persistent = self.num_workers > 0 and bool(self.cfg["data"].get("persistent_workers", True))
+            self.loader = DataLoader(EpochIndexed(self.dataset), batch_size=self.batch_size, sampler=self.sampler,
+                                     num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+                                     drop_last=True, generator=torch.Generator().manual_seed(self.seed * 1000),
+                                     persistent_workers=persistent)
+        return self.loader
 
     def _to_device(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -662,9 +670,29 @@ class Trainer:
                               checkpoint=checkpoint, trained_families=self.trained_families)
 
     def close(self) -> None:
+        self.loader = None  # persistent workers exit with their iterator
         if self.writer is not None:
             self.writer.close()
         cleanup(self.dist)
+
+
+class EpochIndexed(Dataset):
+    """The training set addressed by ``(epoch, index)``: selects the epoch (``set_epoch``) in this process's copy
+    before fetching, so persistent workers draw each epoch's random views."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self.epoch: Optional[int] = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: Tuple[int, int]) -> Any:
+        epoch, index = item
+        if epoch != self.epoch and hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+            self.epoch = epoch
+        return self.dataset[index]
 
 
 def accumulation_steps(value: Any) -> int:
