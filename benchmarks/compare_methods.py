@@ -90,7 +90,10 @@ METHODS: Dict[str, Method] = {
                     "configs/methods/facet.yaml", (), own_optimizer=True),
     "facet_oracle": Method("FaceT with the protocol's occlusion flag (ORACLE)", "configs/methods/facet.yaml",
                            ("backbone.flag_source=oracle",), own_optimizer=True),
-    "sst": Method("Semi-siamese training (prototype queue, momentum gallery net)", "configs/methods/sst.yaml", ()),
+    # shallow data (2 images of each of the 200 training identities); 20 passes per epoch = 125 steps of 32 pairs,
+    # so the shared 2-epoch budget gives it the same 250 steps × 32 samples as every other row
+    "sst": Method("SST on shallow data (2 img/id): prototype queue, momentum gallery net", "configs/methods/sst.yaml",
+                  ("data.train.passes_per_epoch=20",)),
 }
 DEFAULT_METHODS = ("arcface", "arcface_aug", "gfro_contrastive", "gfro", "gfro_visibility")
 
