@@ -23,7 +23,7 @@ from torch import nn
 
 from backbone import BACKBONES
 from backbone.base import FaceBackbone
-from backbone.mobilefacenet import map_size
+from backbone.mobilefacenet import map_size, scaled_channels
 
 LAYERS_PER_DEPTH: Dict[int, Tuple[int, int, int, int]] = {
     18: (2, 2, 2, 2),
@@ -94,12 +94,14 @@ class IResNet(FaceBackbone):
         feat_dim: embedding size.
         dropout: dropout on the flattened map before ``fc`` (insightface default 0).
         input_size: (height, width) of the input; the map is input/16 (112×112 → 7×7).
+        width: channel multiplier of every stage (64/128/256/512 × width, rounded to a multiple of 8); 1.0 is the
+            insightface layout (checkpoints load unchanged), e.g. 0.25 gives 16/32/64/128 channels.
     """
 
     feature_channels = STAGE_CHANNELS[-1]
 
     def __init__(self, depth: int = 50, mode: str = "ir", feat_dim: int = 512, dropout: float = 0.0,
-                 input_size: Sequence[int] = (112, 112)) -> None:
+                 input_size: Sequence[int] = (112, 112), width: float = 1.0) -> None:
         super().__init__()
         if depth not in LAYERS_PER_DEPTH:
             raise ValueError(f"IResNet: depth must be one of {sorted(LAYERS_PER_DEPTH)}, got {depth!r}")
@@ -107,17 +109,23 @@ class IResNet(FaceBackbone):
             raise ValueError(f"IResNet: mode must be one of {MODES}, got {mode!r}")
         if len(input_size) != 2 or min(input_size) < 16:
             raise ValueError(f"IResNet: input_size must be (height, width) >= 16, got {input_size!r}")
+        if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
+            raise ValueError(f"IResNet: width must be a number > 0, got {width!r}")
         self.depth = depth
+        self.width = float(width)
+        stage_channels = tuple(c if width == 1.0 else scaled_channels(c, width) for c in STAGE_CHANNELS)
+        self.stage_channels = stage_channels
+        self.feature_channels = stage_channels[-1]
         self.mode = mode
         self.feat_dim = feat_dim
         self.feature_size = map_size(input_size, len(STAGE_CHANNELS))  # every stage halves the map
 
-        self.conv1 = conv3x3(3, STAGE_CHANNELS[0])
-        self.bn1 = nn.BatchNorm2d(STAGE_CHANNELS[0], eps=BN_EPS)
-        self.prelu = nn.PReLU(STAGE_CHANNELS[0])
-        in_channels = STAGE_CHANNELS[0]
+        self.conv1 = conv3x3(3, stage_channels[0])
+        self.bn1 = nn.BatchNorm2d(stage_channels[0], eps=BN_EPS)
+        self.prelu = nn.PReLU(stage_channels[0])
+        in_channels = stage_channels[0]
         stages: List[nn.Sequential] = []
-        for channels, blocks in zip(STAGE_CHANNELS, LAYERS_PER_DEPTH[depth]):
+        for channels, blocks in zip(stage_channels, LAYERS_PER_DEPTH[depth]):
             layer = [IBasicBlock(in_channels, channels, 2, mode == "ir_se")]
             layer += [IBasicBlock(channels, channels, 1, mode == "ir_se") for _ in range(blocks - 1)]
             stages.append(nn.Sequential(*layer))
@@ -151,9 +159,9 @@ class _FixedDepthIResNet(IResNet):
     fixed_depth: int
 
     def __init__(self, mode: str = "ir", feat_dim: int = 512, dropout: float = 0.0,
-                 input_size: Sequence[int] = (112, 112)) -> None:
+                 input_size: Sequence[int] = (112, 112), width: float = 1.0) -> None:
         super().__init__(depth=self.fixed_depth, mode=mode, feat_dim=feat_dim, dropout=dropout,
-                         input_size=input_size)
+                         input_size=input_size, width=width)
 
 
 @BACKBONES.register()
