@@ -23,7 +23,7 @@ from test_protocol import PROTOCOLS
 from test_protocol.data_conf import set_config
 from test_protocol.extract import extract_views
 from test_protocol.protocol_base import SetNotAvailable
-from test_protocol.robustness import annotate_row
+from test_protocol.robustness import annotate_row, set_occlusion_kinds
 
 Row = Dict[str, Any]
 
@@ -64,17 +64,22 @@ def run_protocols(model: torch.nn.Module, spec: PreprocessSpec, protocols: Seque
     groups: Dict[Tuple[str, ...], List[Any]] = {}
     for protocol in protocols:
         if not isinstance(protocol, dict):
+            protocol.pair_scorer = getattr(model, "pair_scorer", None)  # e.g. OAML: scores pairs of descriptors
             groups.setdefault(tuple(protocol.image_paths()), []).append(protocol)
+    oracle = getattr(model, "flag_source", None) == "oracle" and hasattr(model, "set_oracle_flag")
     for members in groups.values():
+        if oracle:  # FaceT's oracle flag: 1 on an occluded set (ours occlude every image), 0 on a clean one
+            model.set_oracle_flag(1 if set_occlusion_kinds(members[0]) else 0)
         with_flip = any(protocol.needs_flip for protocol in members)
         views = extract_views(model, members[0].images(), spec, device, batch_size, with_flip=with_flip,
                               num_workers=num_workers, desc=members[0].name)
         for protocol in members:
             protocol.process(range(len(views)), views)
-    return [{**protocol, "checkpoint": checkpoint} if isinstance(protocol, dict)
+    rows = [{**protocol, "checkpoint": checkpoint} if isinstance(protocol, dict)
             else annotate_row(protocol.compute(checkpoint=checkpoint), protocol, trained_families,
                               getattr(protocol, "split", "test"))
             for protocol in protocols]
+    return [{**row, "flag": "oracle"} for row in rows] if oracle else rows
 
 
 def evaluate_model(model: torch.nn.Module, spec: PreprocessSpec, protocol_cfgs: Sequence[Mapping[str, Any]],
@@ -87,7 +92,7 @@ def evaluate_model(model: torch.nn.Module, spec: PreprocessSpec, protocol_cfgs: 
 
 TABLE_COLUMNS = (
     ("set", "set", "{}"), ("split", "split", "{}"), ("occluders", "occluders", "{}"), ("variant", "variant", "{}"),
-    ("flip", "flip", "{}"), ("rule", "threshold_rule", "{}"),
+    ("flip", "flip", "{}"), ("flag", "flag", "{}"), ("rule", "threshold_rule", "{}"),
     ("acc %", "accuracy", "{:.2f}"), ("±", "spread", "{:.2f}"), ("spread", "spread_kind", "{}"),
     ("AUC", "auc", "{:.4f}"), ("TAR@1e-3", "tar@far=1e-3", "{:.2f}"), ("TAR@1e-4", "tar@far=1e-4", "{:.2f}"),
     ("min FAR", "far_floor", "{:.1e}"),

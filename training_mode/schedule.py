@@ -13,27 +13,69 @@ OPTIMIZERS = {"SGD": torch.optim.SGD, "AdamW": torch.optim.AdamW, "Adam": torch.
 
 
 def build_optimizer(cfg: Mapping[str, Any], modules: Iterable[nn.Module]) -> torch.optim.Optimizer:
-    """``optim: {type: SGD|AdamW, lr, ..., no_decay_bn_bias: false}``; frozen parameters are left out."""
+    """``optim: {type: SGD|AdamW, lr, ..., no_decay_bn_bias: false, layer_decay: null}``; frozen parameters are
+    left out. ``no_decay_bn_bias`` also exempts the names a module lists in ``no_weight_decay()`` (e.g. a ViT's
+    pos_embed); ``layer_decay`` (see ``layer_decay_groups``) needs modules with ``layer_id(name)``."""
     cfg = dict(cfg)
     name = cfg.pop("type", "SGD")
     if name not in OPTIMIZERS:
         raise ConfigError(f"optim.type '{name}' unknown; choose from {sorted(OPTIMIZERS)}")
     no_decay_bn_bias = bool(cfg.pop("no_decay_bn_bias", False))
+    layer_decay = cfg.pop("layer_decay", None)
     cfg.pop("grad_clip", None)
     check_kwargs(OPTIMIZERS[name], cfg, f"optim (type {name})")
+    if layer_decay is not None:
+        return OPTIMIZERS[name](layer_decay_groups(list(modules), layer_decay, no_decay_bn_bias, cfg.get("lr")), **cfg)
     decay: List[nn.Parameter] = []
     no_decay: List[nn.Parameter] = []
     seen = set()
     for module in modules:
-        for param in module.parameters():
+        exempt = set(module.no_weight_decay()) if no_decay_bn_bias and hasattr(module, "no_weight_decay") else set()
+        for param_name, param in module.named_parameters():
             if not param.requires_grad or id(param) in seen:
                 continue
             seen.add(id(param))
-            (no_decay if no_decay_bn_bias and param.ndim <= 1 else decay).append(param)
+            (no_decay if no_decay_bn_bias and (param.ndim <= 1 or param_name in exempt) else decay).append(param)
     groups: List[Dict[str, Any]] = [{"params": decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     return OPTIMIZERS[name](groups, **cfg)
+
+
+def layer_decay_groups(modules: List[nn.Module], layer_decay: Any, no_decay_bn_bias: bool,
+                       lr: Any) -> List[Dict[str, Any]]:
+    """``optim.layer_decay`` (e.g. 0.75, BEiT/MAE fine-tuning): parameter groups whose lr is
+    ``lr · layer_decay^(top − layer_id)``. A module with ``layer_id(param_name) -> int`` places its parameters; every
+    other parameter is at the top (the largest id any module returns, scale 1). Groups also split on weight decay
+    (``no_decay_bn_bias``: 1-D parameters and the module's ``no_weight_decay()`` names get 0); each group records
+    its ``lr_scale`` and ``layer_id``."""
+    if isinstance(layer_decay, bool) or not isinstance(layer_decay, (int, float)) or not 0 < layer_decay <= 1:
+        raise ConfigError(f"optim.layer_decay: expected a number in (0, 1], got {layer_decay!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        raise ConfigError(f"optim.layer_decay needs optim.lr as a number, got {lr!r}")
+    if not any(hasattr(module, "layer_id") for module in modules):
+        raise ConfigError("optim.layer_decay: no trained module defines layer_id(param_name) (a ViT backbone does)")
+    placed: List[tuple] = []
+    seen = set()
+    for module in modules:
+        exempt = set(module.no_weight_decay()) if no_decay_bn_bias and hasattr(module, "no_weight_decay") else set()
+        for param_name, param in module.named_parameters():
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            layer = int(module.layer_id(param_name)) if hasattr(module, "layer_id") else None
+            placed.append((param, layer, no_decay_bn_bias and (param.ndim <= 1 or param_name in exempt)))
+    top = max(layer for _, layer, _ in placed if layer is not None)
+    groups: Dict[tuple, Dict[str, Any]] = {}
+    for param, layer, skip_decay in placed:
+        layer = top if layer is None else layer
+        scale = float(layer_decay) ** (top - layer)
+        group = groups.setdefault((layer, skip_decay), {"params": [], "lr": float(lr) * scale, "lr_scale": scale,
+                                                        "layer_id": layer})
+        if skip_decay:
+            group["weight_decay"] = 0.0
+        group["params"].append(param)
+    return [groups[key] for key in sorted(groups)]
 
 
 def lr_factor(step: int, steps_per_epoch: int, cfg: Mapping[str, Any]) -> float:
