@@ -322,27 +322,53 @@ def write_figures(summary: Mapping[str, Any], out_dir: Path, split: str) -> List
     return [bars_path, curve_path]
 
 
+def reusable_runs(paths: Sequence[Path], split: str, budget: Mapping[str, Any],
+                  extra: Sequence[str]) -> Dict[Tuple[str, int], Dict[str, Any]]:
+    """``{(method, seed): run}`` from earlier reports (``--reuse``) made with the same split, budget and extra
+    overrides (else an error naming the report and what differs); the first report holding a pair wins."""
+    runs: Dict[Tuple[str, int], Dict[str, Any]] = {}
+    for path in paths:
+        try:
+            report = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"--reuse {path}: not a readable compare_methods report ({error})") from error
+        expected = {"split": split, "budget": dict(budget), "extra_overrides": list(extra)}
+        for key, value in expected.items():
+            if report.get(key) != value:
+                raise ValueError(f"--reuse {path}: its {key} is {report.get(key)!r}, this run's is {value!r}")
+        for run in report.get("runs", []):
+            runs.setdefault((run["method"], int(run["seed"])), run)
+    return runs
+
+
 def run_comparison(methods: Sequence[str], seeds: Sequence[int], budget: Mapping[str, Any], split: str,
-                   work_dir: Path, extra: Sequence[str] = (), jobs: int = 1,
-                   threads: Optional[int] = None) -> Dict[str, Any]:
-    """Train and evaluate every (method, seed); returns the JSON-ready report."""
+                   work_dir: Path, extra: Sequence[str] = (), jobs: int = 1, threads: Optional[int] = None,
+                   reuse: Sequence[Path] = ()) -> Dict[str, Any]:
+    """Train and evaluate every (method, seed) not found in the ``reuse`` reports; returns the JSON-ready report."""
     sets = SPLIT_SETS[split]
     for name in methods:
         method_config(name, budget, sets, seeds[0], extra)   # every config resolves before anything trains
+    earlier = reusable_runs(reuse, split, budget, extra)
+    reused = {(name, seed): earlier[(name, seed)] for seed in seeds for name in methods if (name, seed) in earlier}
+    if reused:
+        logger.info("reusing %d runs of earlier reports: %s", len(reused),
+                    ", ".join(f"{name} seed {seed}" for name, seed in reused))
     prepare_sets(sets)
     tasks = [(name, seed, dict(budget), sets, tuple(extra), str(work_dir), threads)
-             for seed in seeds for name in methods]
-    if jobs > 1:
+             for seed in seeds for name in methods if (name, seed) not in reused]
+    if jobs > 1 and tasks:
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            runs = list(pool.map(run_one, *zip(*tasks)))
+            fresh = list(pool.map(run_one, *zip(*tasks)))
     else:
-        runs = [run_one(*task) for task in tasks]
+        fresh = [run_one(*task) for task in tasks]
+    trained = {(run["method"], run["seed"]): run for run in fresh}
+    runs = [reused.get((name, seed)) or trained[(name, seed)] for seed in seeds for name in methods]
     summary = summarise(runs, methods, sets)
     return {"split": split, "sets": list(sets), "budget": dict(budget), "seeds": list(seeds),
             "extra_overrides": list(extra), "variant": VARIANT, "settings_chosen_on": SETTINGS_CHOSEN_ON,
             "machine": {"platform": platform.platform(), "torch": torch.__version__, "jobs": jobs,
                         "threads_per_job": threads},
-            "summary": summary, "runs": runs}
+            "reused_from": [str(path) for path in reuse], "summary": summary, "runs": runs}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -362,6 +388,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="a.b=c",
                         help="extra override applied to every run (repeatable), e.g. data.num_workers=0")
     parser.add_argument("--json", help="write the report (per-run rows, summary, settings) here")
+    parser.add_argument("--reuse", action="append", default=[], type=Path, metavar="REPORT.json",
+                        help="take the (method, seed) runs an earlier report of the same split, budget and --set "
+                             "holds instead of training them again (repeatable)")
     return parser.parse_args(argv)
 
 
@@ -380,7 +409,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.max_steps is not None:
         budget["max_steps"] = args.max_steps
     start = time.perf_counter()
-    report = run_comparison(methods, seeds, budget, args.split, work_dir, args.extra, args.jobs, args.threads)
+    report = run_comparison(methods, seeds, budget, args.split, work_dir, args.extra, args.jobs, args.threads,
+                            args.reuse)
     report["total_seconds"] = time.perf_counter() - start
     figures = write_figures(report["summary"], work_dir, args.split)
     run = report["runs"][0]

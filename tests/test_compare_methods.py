@@ -2,6 +2,7 @@
 independent recomputation, held-out columns are the sets no method trained on, and a tiny run gives the table."""
 from __future__ import annotations
 
+import json
 import math
 import statistics
 
@@ -105,3 +106,15 @@ def test_tiny_comparison_gives_a_table_with_seen_and_held_out_columns(tmp_path, 
     assert summary["methods"]["gfro"]["paired_seeds"] == [0, 1]
     figures = write_figures(summary, tmp_path, "test")
     assert all(path.read_bytes()[:4] == b"\x89PNG" for path in figures)
+
+    # --reuse: the same (method, seed) pairs come from the report, nothing trains again; another budget is refused
+    stored = tmp_path / "report.json"
+    stored.write_text(json.dumps(report, default=float))
+    monkeypatch.setattr("benchmarks.compare_methods.run_one", lambda *args: pytest.fail(f"trained again: {args[:2]}"))
+    again = run_comparison(["arcface", "gfro"], [0, 1], TINY_BUDGET, "test", tmp_path / "runs", extra,
+                           reuse=[stored])
+    assert again["summary"]["methods"]["gfro"]["held_out_mean"] == summary["methods"]["gfro"]["held_out_mean"]
+    assert again["reused_from"] == [str(stored)]
+    with pytest.raises(ValueError, match="budget"):
+        run_comparison(["arcface"], [0], {**TINY_BUDGET, "epochs": 9}, "test", tmp_path / "runs", extra,
+                       reuse=[stored])
