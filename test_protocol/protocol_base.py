@@ -65,6 +65,16 @@ def tar_columns(similarity: np.ndarray, issame: np.ndarray) -> Dict[str, Optiona
     return columns
 
 
+def fuse_branch_scores(scores: np.ndarray, weights: Optional[Sequence[float]] = None) -> np.ndarray:
+    """One similarity per pair from ``[pairs, k]`` branch scores: each column min-max normalised over all pairs of
+    the set, then their weighted sum (``weights`` default equal; OAML: 0.5 global + 0.5 QAConv)."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
+    weights = np.full(scores.shape[1], 1.0 / scores.shape[1]) if weights is None else np.asarray(weights, float)
+    low, high = scores.min(axis=0), scores.max(axis=0)
+    normalised = (scores - low) / np.where(high > low, high - low, 1.0)
+    return normalised @ weights
+
+
 class EmbeddingProtocol:
     """Base of protocols that embed a fixed list of images: ``image_paths`` / ``process`` / ``compute``.
 
@@ -73,6 +83,7 @@ class EmbeddingProtocol:
 
     name: str
     flip: str
+    pair_scorer: Optional[torch.nn.Module] = None  # the model's ``pair_scorer`` (run_protocols), e.g. OAML's
 
     def _setup(self, keys: Sequence[str], prefix: str) -> None:
         self.keys = list(keys)
@@ -135,7 +146,35 @@ class EmbeddingProtocol:
             missing = [self.keys[i] for i in np.flatnonzero(~self.filled)[:MAX_LISTED_MISSING]]
             raise RuntimeError(f"{self.name}: {int((~self.filled).sum())} images were never processed, "
                                f"first: {missing}")
-        return F.normalize(EmbeddingViews(self.plain, self.flipped).fuse(self.flip), dim=1)
+        views = EmbeddingViews(self.plain, self.flipped)
+        if self.pair_scorer is not None and hasattr(self.pair_scorer, "global_part"):  # packed descriptors
+            views = EmbeddingViews(self.pair_scorer.global_part(self.plain),
+                                   None if self.flipped is None else self.pair_scorer.global_part(self.flipped))
+        return F.normalize(views.fuse(self.flip), dim=1)
+
+    def pair_branch_scores(self, first: np.ndarray, second: np.ndarray, chunk: int = 1024) -> np.ndarray:
+        """``[pairs, k]`` scores of ``pair_scorer`` (eval mode, no grad, in chunks on its device) on the raw
+        flip-fused descriptors: the plain view, or the scorer's ``fuse_views(plain, flipped, flip)`` (else the raw
+        sum of the two views)."""
+        self.normalised_embeddings()  # every image processed
+        descriptors = self.plain
+        if self.flip != "none":
+            fuse = getattr(self.pair_scorer, "fuse_views", None)
+            descriptors = fuse(self.plain, self.flipped, self.flip) if fuse else self.plain + self.flipped
+        scorer = self.pair_scorer
+        device = next(scorer.parameters(), torch.empty(0)).device
+        first, second = torch.as_tensor(first, dtype=torch.long), torch.as_tensor(second, dtype=torch.long)
+        was_training, parts = scorer.training, []
+        scorer.eval()
+        try:
+            with torch.no_grad():
+                for start in range(0, first.numel(), chunk):
+                    a = descriptors[first[start:start + chunk]].to(device)
+                    b = descriptors[second[start:start + chunk]].to(device)
+                    parts.append(scorer(a, b).float().reshape(a.shape[0], -1).cpu())
+        finally:
+            scorer.train(was_training)
+        return torch.cat(parts).double().numpy()
 
     def store_curve(self, similarity: np.ndarray, issame: np.ndarray) -> None:
         self.curve = roc(similarity, issame)

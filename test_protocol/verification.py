@@ -35,7 +35,7 @@ from test_protocol import PAIRS_PARSERS, PROTOCOLS
 from test_protocol.extract import ImageSource, check_flip
 from test_protocol.pairs_parsers import PairList
 from test_protocol.protocol_base import (EmbeddingProtocol, check_available, check_images_exist, file_sha256,
-                                         tar_columns)
+                                         fuse_branch_scores, tar_columns)
 from test_protocol.robustness import fold_correct
 from test_protocol.verification_metrics import SPREAD_KINDS, auc, kfold_facexzoo, kfold_insightface, spread
 
@@ -97,8 +97,18 @@ class PairVerification(EmbeddingProtocol):
             return EncodedImages(self.pairs.encoded, str(self.pairs_file))
         return self.image_paths()
 
+    branch_scores: Optional[np.ndarray] = None  # with a pair_scorer: [pairs, k] scores before fusion
+
     def scores(self) -> np.ndarray:
-        """Similarity per pair (higher = same): cosine (facexzoo) or minus squared L2 distance (insightface)."""
+        """Similarity per pair (higher = same): cosine (facexzoo) or minus squared L2 distance (insightface).
+
+        With a model ``pair_scorer`` (e.g. OAML): its branch scores, each min-max normalised over all pairs of the set
+        and fused with its ``fusion_weights`` into s in [0, 1]; insightface gets ``4·(s − 1)`` (minus a distance on
+        its 0..4 threshold grid)."""
+        if self.pair_scorer is not None:
+            self.branch_scores = self.pair_branch_scores(self.pairs.first, self.pairs.second)
+            fused = fuse_branch_scores(self.branch_scores, getattr(self.pair_scorer, "fusion_weights", None))
+            return fused if self.variant == "facexzoo" else 4.0 * (fused - 1.0)
         embeddings = self.normalised_embeddings()
         first = embeddings[torch.from_numpy(self.pairs.first)]
         second = embeddings[torch.from_numpy(self.pairs.second)]
@@ -118,11 +128,28 @@ class PairVerification(EmbeddingProtocol):
         defaults = VARIANT_DEFAULTS[self.variant]
         return {
             "set": self.name, "variant": self.variant, "flip": self.flip,
-            "threshold_rule": defaults["threshold_rule"], "score": defaults["score"],
+            "threshold_rule": defaults["threshold_rule"],
+            "score": defaults["score"] if self.pair_scorer is None else getattr(self.pair_scorer, "score_name",
+                                                                                 "pair_scorer"),
             "accuracy": 100.0 * float(accuracies.mean()),
             "spread": 100.0 * spread(accuracies, self.spread_kind), "spread_kind": self.spread_kind,
             "threshold": float(thresholds.mean()), "auc": auc(similarity, issame),
             **tar_columns(similarity, issame),
             "num_pairs": int(issame.size), "num_folds": self.num_folds, "pairs_sha256": self.pairs_sha256,
-            "checkpoint": checkpoint,
+            "checkpoint": checkpoint, **self.branch_accuracies(),
         }
+
+    def branch_accuracies(self) -> Dict[str, Any]:
+        """With a pair_scorer: ``{"branch_accuracy": {name: %}}``, each branch alone under this variant's rule."""
+        if self.pair_scorer is None or self.branch_scores is None:
+            return {}
+        names = getattr(self.pair_scorer, "score_names", None) or [str(k) for k in range(self.branch_scores.shape[1])]
+        result = {}
+        for name, column in zip(names, self.branch_scores.T):
+            single = fuse_branch_scores(column[:, None])
+            if self.variant == "facexzoo":
+                accuracies, _ = kfold_facexzoo(single, self.pairs.issame, self.num_folds)
+            else:
+                accuracies, _ = kfold_insightface(4.0 * (1.0 - single), self.pairs.issame, self.num_folds)
+            result[name] = 100.0 * float(accuracies.mean())
+        return {"branch_accuracy": result}
