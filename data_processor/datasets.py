@@ -138,7 +138,28 @@ class ImageFolderDataset(FaceDataset):
         super().__init__(root, items, landmarks_file, source=str(root_path))
 
 
-class FlipDataset(Dataset):
+class DatasetWrapper(Dataset):
+    """Base of datasets built around another one (``self.base``): the identity count and landmark source are the
+    base's, and ``set_epoch`` (the epoch whose random draws ``__getitem__`` returns) reaches the base too."""
+
+    base: Dataset
+    epoch: int = 0
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.base.num_classes)
+
+    @property
+    def landmark_source(self) -> str:
+        return str(getattr(self.base, "landmark_source", "unknown"))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+
+
+class FlipDataset(DatasetWrapper):
     """Any dataset whose samples are mirrored (image and landmarks) with ``probability``, reproducibly: sample
     ``index`` of epoch ``e`` flips iff ``default_rng([seed, e, index]).random() < probability`` (call ``set_epoch``).
     Samples gain ``flipped`` (bool tensor). Built by ``build_train_dataset`` for ``data.flip`` when occlusion is off
@@ -153,15 +174,10 @@ class FlipDataset(Dataset):
         self.epoch = 0
         self.trained_families: List[str] = []  # no occlusion: no occluder family seen in training
 
-    def __getattr__(self, name: str) -> Any:  # num_classes, landmark_source, items, ... of the wrapped dataset
+    def __getattr__(self, name: str) -> Any:  # items, labels, ... of the wrapped dataset
         if name == "base" or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.base, name)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        if hasattr(self.base, "set_epoch"):
-            self.base.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.base)

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data_processor import DATASETS
-from data_processor.datasets import FLIP_ORDER
+from data_processor.datasets import FLIP_ORDER, DatasetWrapper
 from utils.registry import ConfigError
 
 
@@ -61,7 +61,7 @@ def indices_by_identity(labels: np.ndarray) -> Dict[int, List[int]]:
 
 
 @DATASETS.register()
-class ShallowSubset(Dataset):
+class ShallowSubset(DatasetWrapper):
     """``base`` with at most ``images_per_identity`` images per identity (shallow data), chosen deterministically:
     per identity, a ``numpy.random.default_rng([seed, label])`` choice without replacement (``seed: null`` keeps the
     first ones in the base's order). Labels and ``num_classes`` are the base's (no identity disappears). Samples are
@@ -86,18 +86,6 @@ class ShallowSubset(Dataset):
             kept.extend(indices)
         self.kept = np.asarray(sorted(kept), dtype=np.int64)
         self.labels = labels[self.kept]  # per sample, like RecordIODataset.labels
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.base.num_classes)
-
-    @property
-    def landmark_source(self) -> str:
-        return str(getattr(self.base, "landmark_source", "unknown"))
-
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.base, "set_epoch"):
-            self.base.set_epoch(epoch)
 
     def __len__(self) -> int:
         return int(self.kept.size)
@@ -132,7 +120,7 @@ def augmentation_matrix(rng: np.random.Generator, size: Sequence[int], flip_prob
 
 
 @DATASETS.register()
-class SemiSiamesePairs(Dataset):
+class SemiSiamesePairs(DatasetWrapper):
     """One sample per identity of ``base``: two of its images (drawn without replacement, in random order; the
     same image twice when the identity has one), each augmented independently.
 
@@ -183,19 +171,6 @@ class SemiSiamesePairs(Dataset):
         self.max_rotation = float(max_rotation)
         self.epoch = 0
         self.trained_families: List[str] = []  # no occlusion
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.base.num_classes)
-
-    @property
-    def landmark_source(self) -> str:
-        return str(getattr(self.base, "landmark_source", "unknown"))
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        if hasattr(self.base, "set_epoch"):
-            self.base.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.groups) * self.passes_per_epoch

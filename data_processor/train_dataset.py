@@ -53,6 +53,7 @@ from torch.utils.data import Dataset
 
 from data_processor import DATASETS
 from data_processor.datasets import FLIP_ORDER, FlipDataset, flip_horizontal  # noqa: F401 (FLIP_ORDER: re-exported)
+from data_processor.datasets import DatasetWrapper
 from data_processor.occlusion import (IDENTITY_KINDS, OBJECT_OCCLUDERS, PARTIAL_VIEWS, SYNTHETIC_OCCLUDERS,
                                       load_rgba_occluders, occlude)
 from data_processor.occlusion.families import check_families, family_of
@@ -173,7 +174,7 @@ def pinned_occlusion_config(resolved: Mapping[str, Any]) -> Dict[str, Any]:
     return pinned
 
 
-class OcclusionTrainDataset(Dataset):
+class OcclusionTrainDataset(DatasetWrapper):
     """Wraps any FaceDataset: each sample is the base sample plus noisy view(s) of its image.
 
     Sample: the base keys (``image`` = the CLEAN uint8 [3,H,W] RGB tensor, ``label``, ``landmarks`` [5,2],
@@ -244,18 +245,6 @@ class OcclusionTrainDataset(Dataset):
             except ValueError as error:
                 raise ConfigError(f"data.occlusion: type 'crowd': {error}") from None
         return resolved
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.base.num_classes)
-
-    @property
-    def landmark_source(self) -> str:
-        return str(getattr(self.base, "landmark_source", "unknown"))
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose random views ``__getitem__`` returns (the Trainer calls this every epoch)."""
-        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.base)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, List, Mapping
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Tuple
 
 import torch
 from torch import nn
@@ -28,18 +28,25 @@ def build_optimizer(cfg: Mapping[str, Any], modules: Iterable[nn.Module]) -> tor
         return OPTIMIZERS[name](layer_decay_groups(list(modules), layer_decay, no_decay_bn_bias, cfg.get("lr")), **cfg)
     decay: List[nn.Parameter] = []
     no_decay: List[nn.Parameter] = []
-    seen = set()
-    for module in modules:
-        exempt = set(module.no_weight_decay()) if no_decay_bn_bias and hasattr(module, "no_weight_decay") else set()
-        for param_name, param in module.named_parameters():
-            if not param.requires_grad or id(param) in seen:
-                continue
-            seen.add(id(param))
-            (no_decay if no_decay_bn_bias and (param.ndim <= 1 or param_name in exempt) else decay).append(param)
+    for _, _, param, skip_decay in trainable_parameters(modules, no_decay_bn_bias):
+        (no_decay if skip_decay else decay).append(param)
     groups: List[Dict[str, Any]] = [{"params": decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     return OPTIMIZERS[name](groups, **cfg)
+
+
+def trainable_parameters(modules: Iterable[nn.Module], no_decay_bn_bias: bool
+                         ) -> Iterator[Tuple[nn.Module, str, nn.Parameter, bool]]:
+    """(module, name, parameter, exempt from weight decay) of every trainable parameter, each once; exempt with
+    ``no_decay_bn_bias``: 1-D parameters (BN, biases) and the names the module lists in ``no_weight_decay()``."""
+    seen = set()
+    for module in modules:
+        exempt = set(module.no_weight_decay()) if no_decay_bn_bias and hasattr(module, "no_weight_decay") else set()
+        for name, param in module.named_parameters():
+            if param.requires_grad and id(param) not in seen:
+                seen.add(id(param))
+                yield module, name, param, no_decay_bn_bias and (param.ndim <= 1 or name in exempt)
 
 
 def layer_decay_groups(modules: List[nn.Module], layer_decay: Any, no_decay_bn_bias: bool,
@@ -55,16 +62,8 @@ def layer_decay_groups(modules: List[nn.Module], layer_decay: Any, no_decay_bn_b
         raise ConfigError(f"optim.layer_decay needs optim.lr as a number, got {lr!r}")
     if not any(hasattr(module, "layer_id") for module in modules):
         raise ConfigError("optim.layer_decay: no trained module defines layer_id(param_name) (a ViT backbone does)")
-    placed: List[tuple] = []
-    seen = set()
-    for module in modules:
-        exempt = set(module.no_weight_decay()) if no_decay_bn_bias and hasattr(module, "no_weight_decay") else set()
-        for param_name, param in module.named_parameters():
-            if not param.requires_grad or id(param) in seen:
-                continue
-            seen.add(id(param))
-            layer = int(module.layer_id(param_name)) if hasattr(module, "layer_id") else None
-            placed.append((param, layer, no_decay_bn_bias and (param.ndim <= 1 or param_name in exempt)))
+    placed = [(param, int(module.layer_id(name)) if hasattr(module, "layer_id") else None, skip_decay)
+              for module, name, param, skip_decay in trainable_parameters(modules, no_decay_bn_bias)]
     top = max(layer for _, layer, _ in placed if layer is not None)
     groups: Dict[tuple, Dict[str, Any]] = {}
     for param, layer, skip_decay in placed:
