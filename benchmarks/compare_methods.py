@@ -58,6 +58,11 @@ SETTINGS_CHOSEN_ON: Dict[str, str] = {
     "visibility-aware GFRO on/off": "val split (docs/BENCHMARKS.md, 'held-out protocol')",
     "partial-view fill (random), loss weights, MoE sizes": "earlier sessions' test figures (before the val split "
                                                            "existed): to be re-chosen on val",
+    "OAML / MSML / FaceT / SST losses, weights, heads": "the papers' values (../shared/reference/methods.md), not "
+                                                        "tuned; departures in docs/METHODS.md",
+    "FaceT prenorm + AdamW lr 3e-3; OAML's QAConv detached from the trunk": "val split (docs/METHODS.md)",
+    "MSML segmentation-branch lr scale 1.0 (embedded)": "a 40-step probe on training batches (not val, not test)",
+    "SST queue 128, momentum 0.99 (embedded)": "sized to the 200-identity shallow set and 250 steps (not tuned)",
 }
 
 
