@@ -1,7 +1,7 @@
 """The contract between the Trainer and a training mode."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -29,6 +29,21 @@ class TrainingMode(nn.Module):
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         x = preprocess(images, self.preprocess_spec)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def require(self, batch: Dict[str, Any], keys: Sequence[str],
+                hint: str = "the noisy view and its visibility mask come from data.occlusion") -> None:
+        """A KeyError naming this mode, the first missing key, the batch's keys and where the key comes from."""
+        for key in keys:
+            if key not in batch:
+                raise KeyError(f"{type(self).__name__} needs batch['{key}'] (keys: {sorted(batch)}); {hint}")
+
+    def clean_and_noisy(self, batch: Dict[str, Any]) -> Tuple[torch.Tensor, torch.Tensor, int, int]:
+        """(normalised [clean images; every noisy view] stacked in one batch, their labels, batch size B, views per
+        image V): the noisy rows follow image by image (``data.occlusion.num_views`` > 1 adds a view dimension)."""
+        clean, noisy, labels = batch["image"], batch["noisy"], batch["label"]
+        views = 1 if noisy.dim() == 4 else noisy.shape[1]
+        stacked = torch.cat([self.inputs(clean), self.inputs(noisy.flatten(0, -4))])
+        return stacked, torch.cat([labels, labels.repeat_interleave(views)]), clean.shape[0], views
 
     def compute_loss(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         raise NotImplementedError

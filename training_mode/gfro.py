@@ -107,22 +107,15 @@ class GFROTraining(TrainingMode):
         return preprocess(images, self.teacher.preprocess_spec)
 
     def compute_loss(self, batch: Dict[str, Any]) -> Dict[str, Any]:
-        for key in ("image", "noisy", "label"):
-            if key not in batch:
-                raise KeyError(f"GFROTraining needs batch['{key}'] (keys: {sorted(batch)}); the noisy view comes "
-                               f"from data.occlusion")
-        clean, noisy, labels = batch["image"], batch["noisy"], batch["label"]
-        size = clean.shape[0]
-        views = 1 if noisy.dim() == 4 else noisy.shape[1]  # data.occlusion.num_views > 1 adds a view dimension
-        noisy_labels = labels.repeat_interleave(views)
-        stacked = torch.cat([self.inputs(clean), self.inputs(noisy.flatten(0, -4))])
+        self.require(batch, ("image", "noisy", "label"), "the noisy view comes from data.occlusion")
+        clean, labels = batch["image"], batch["label"]
+        stacked, all_labels, size, views = self.clean_and_noisy(batch)
         if getattr(self.backbone, "accepts_stats_rows", False):
             out = self.backbone.forward_train(stacked, stats_rows=size)  # its BNs: clean-image statistics only
         else:
             out = self.backbone.forward_train(stacked)
         embeddings = out["embedding"]
         z_clean, z_noisy = embeddings[:size], embeddings[size:]
-        all_labels = torch.cat([labels, noisy_labels])
         head_out = self.head(embeddings, all_labels)  # one call for both views (Partial FC: one sharded softmax)
         ce_rows = cross_entropy_rows(head_out, all_labels)
 

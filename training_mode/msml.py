@@ -68,10 +68,7 @@ class MSMLTraining(TrainingMode):
         self.segmentation_loss = ConsensusSegmentationLoss(alpha, beta)
 
     def compute_loss(self, batch: Dict[str, Any]) -> Dict[str, Any]:
-        for key in ("noisy", "visibility", "label"):
-            if key not in batch:
-                raise KeyError(f"MSMLTraining needs batch['{key}'] (keys: {sorted(batch)}); the noisy view and its "
-                               f"visibility mask come from data.occlusion")
+        self.require(batch, ("noisy", "visibility", "label"))
         noisy, visibility, labels = batch["noisy"], batch["visibility"], batch["label"]
         if noisy.dim() == 5:   # data.occlusion.num_views > 1: every view trains
             views = noisy.shape[1]

@@ -73,15 +73,9 @@ class OAMLTraining(TrainingMode):
         self.occlusion_to_backbone = bool(occlusion_to_backbone)
 
     def compute_loss(self, batch: Dict[str, Any]) -> Dict[str, Any]:
-        for key in ("image", "noisy", "visibility", "label"):
-            if key not in batch:
-                raise KeyError(f"OAMLTraining needs batch['{key}'] (keys: {sorted(batch)}); the noisy view and its "
-                               f"visibility mask come from data.occlusion")
-        clean, noisy, labels = batch["image"], batch["noisy"], batch["label"]
-        size = clean.shape[0]
-        views = 1 if noisy.dim() == 4 else noisy.shape[1]  # data.occlusion.num_views > 1 adds a view dimension
-        all_labels = torch.cat([labels, labels.repeat_interleave(views)])
-        out = self.backbone.forward_train(torch.cat([self.inputs(clean), self.inputs(noisy.flatten(0, -4))]))
+        self.require(batch, ("image", "noisy", "visibility", "label"))
+        stacked, all_labels, size, views = self.clean_and_noisy(batch)
+        out = self.backbone.forward_train(stacked)
         embeddings, feature_map = out["embedding"], out["feature_map"]
 
         raw: Dict[str, torch.Tensor] = {}
