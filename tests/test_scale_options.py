@@ -57,16 +57,16 @@ def test_gradient_accumulation_equals_the_large_batch(random_faces, tmp_path):
     large = run(8, 1, "large")
     accumulated = run(4, 2, "accumulated")
     assert len(accumulated) == len(large) == 12
-    assert accumulated == pytest.approx(large, rel=1e-5)
+    assert accumulated == pytest.approx(large, rel=2e-4)   # float32 summation order (a missing 1/N: ~2x)
     first = load_checkpoint(tmp_path / "large" / "checkpoints" / "last.pt")["model"]
     second = load_checkpoint(tmp_path / "accumulated" / "checkpoints" / "last.pt")["model"]
     for key, value in first.items():
         if value.is_floating_point():
-            torch.testing.assert_close(second[key], value, atol=1e-4, rtol=1e-4, msg=key)  # float32 order
+            torch.testing.assert_close(second[key], value, atol=5e-4, rtol=1e-3, msg=key)  # float32 order
     # interrupted after 4 optimiser steps and resumed: the sampler skips 4 × 2 micro-batches
     head = run(4, 2, "resumed", max_steps=4)
     tail = run(4, 2, "resumed")
-    assert head + tail == pytest.approx(large, rel=1e-5)
+    assert head + tail == pytest.approx(large, rel=2e-4)
     with pytest.raises(ConfigError, match="optim.accumulation_steps"):
         cfg = tiny_config(random_faces)
         cfg["optim"] = {**cfg["optim"], "accumulation_steps": 0}
