@@ -18,6 +18,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from utils.distributed import process_group
+
 COSINE_LIMIT = 1.0 - 1e-7
 INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
@@ -95,7 +97,7 @@ def global_mean_std(values: torch.Tensor, across_ranks: bool = True) -> tuple:
     float64), so a head's running statistics (CurricularFace ``t``, AdaFace's norm EMA) stay identical on every
     rank; one process (or ``across_ranks=False``: the values are the global batch already, as under Partial FC):
     ``values.mean()``, ``values.std()`` exactly. The std is NaN for a single value overall."""
-    if not across_ranks or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not across_ranks or process_group()[1] == 1:
         return values.mean(), (values.std() if values.numel() > 1 else values.new_tensor(float("nan")))
     flat = values.detach().double().reshape(-1)
     sums = torch.stack([flat.sum(), (flat * flat).sum(), flat.new_tensor(float(flat.numel()))])

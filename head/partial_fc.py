@@ -47,6 +47,7 @@ from torch import nn
 
 from head import HEADS
 from head.margin_base import MarginHead, check_labels
+from utils.distributed import all_gather_rows, process_group, shard_range
 
 logger = logging.getLogger(__name__)
 
@@ -67,33 +68,15 @@ def initial_rows(start: int, stop: int, feat_dim: int, seed: int, std: float = 0
     return torch.cat(blocks)
 
 
-def process_group() -> Tuple[int, int]:
-    """(rank, world size) of the initialised process group, or (0, 1)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def shard_range(num_class: int, rank: int, world: int) -> Tuple[int, int]:
-    """Rows ``[start, stop)`` of rank ``rank``: contiguous blocks, the first ``num_class % world`` one row larger."""
-    base, extra = divmod(num_class, world)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (1 if rank < extra else 0)
-
-
 class GatherRows(torch.autograd.Function):
     """All-gather ``[B, ...]`` from every rank (equal B) in rank order; backward: the summed gradients of all ranks
     for this rank's rows, times ``grad_scale``."""
 
     @staticmethod
     def forward(ctx: Any, tensor: torch.Tensor, grad_scale: float) -> torch.Tensor:
-        rank, world = process_group()
-        ctx.rank, ctx.rows, ctx.grad_scale = rank, tensor.shape[0], grad_scale
-        if world == 1:
-            return tensor.clone()
-        parts = [torch.empty_like(tensor) for _ in range(world)]
-        dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts)
+        ctx.rank, ctx.rows, ctx.grad_scale = process_group()[0], tensor.shape[0], grad_scale
+        gathered = all_gather_rows(tensor)
+        return gathered.clone() if gathered is tensor else gathered  # one process: a new tensor, as autograd wants
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> Tuple[torch.Tensor, None]:
@@ -184,6 +167,11 @@ class PartialFC(nn.Module):
                     inner_cfg["type"], self.num_class, self.start, self.stop, self.rank, self.world, weight_mb,
                     self.sample_rate, self.sampled_count(local))
 
+    @property
+    def weight(self) -> nn.Parameter:
+        """This rank's rows of the class centres (``model_parallel_rows`` says which), e.g. for weight imprinting."""
+        return self.head.weight
+
     def sampled_count(self, local: int) -> int:
         return local if self.sample_rate >= 1.0 else max(1, math.ceil(self.sample_rate * local))
 
@@ -212,7 +200,7 @@ class PartialFC(nn.Module):
         check_labels(labels, embeddings.shape[0], self.num_class)
         rows = embeddings.shape[0]
         gathered = GatherRows.apply(embeddings, float(self.world))
-        all_labels = GatherRows.apply(labels.long(), 1.0) if self.world > 1 else labels.long()
+        all_labels = all_gather_rows(labels.long())
         in_shard = (all_labels >= self.start) & (all_labels < self.stop)
         local_labels = torch.where(in_shard, all_labels - self.start, torch.full_like(all_labels, -1))
         index, column = self._sample(local_labels)

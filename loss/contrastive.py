@@ -23,11 +23,11 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from loss import LOSSES
+from utils.distributed import all_gather_rows, process_group
 
 NO_LABEL = -1
 
@@ -35,14 +35,7 @@ NO_LABEL = -1
 def gather_keys(keys: torch.Tensor, labels: torch.Tensor) -> tuple:
     """(keys, labels, offset): the detached ``keys`` [B,D] and ``labels`` [B] of every rank concatenated in rank
     order, and this rank's offset in them (``rank · B``); unchanged with offset 0 outside a process group."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return keys, labels, 0
-    world = dist.get_world_size()
-    gathered_keys = [torch.empty_like(keys) for _ in range(world)]
-    gathered_labels = [torch.empty_like(labels) for _ in range(world)]
-    dist.all_gather(gathered_keys, keys.contiguous())
-    dist.all_gather(gathered_labels, labels.contiguous())
-    return torch.cat(gathered_keys), torch.cat(gathered_labels), dist.get_rank() * keys.shape[0]
+    return all_gather_rows(keys), all_gather_rows(labels), process_group()[0] * keys.shape[0]
 
 
 @LOSSES.register()

@@ -12,11 +12,12 @@ import yaml
 
 from head import HEADS, build_head
 from head.margin_base import MarginHead, cross_entropy_rows
-from head.partial_fc import INIT_BLOCK, initial_rows, shard_range
+from head.partial_fc import INIT_BLOCK, initial_rows
 from tests.test_trainer import tiny_config
 from tests.test_trainer_ddp_resume import torchrun
 from training_mode.trainer import Trainer
 from utils.checkpoint import load_checkpoint
+from utils.distributed import shard_range
 
 MARGIN_HEADS = [name for name in HEADS.names() if isinstance(HEADS.get(name), type)
                 and issubclass(HEADS.get(name), MarginHead)]

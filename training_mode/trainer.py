@@ -25,7 +25,8 @@ from training_mode.schedule import build_optimizer, build_scheduler
 from utils.checkpoint import (CHECKPOINT_FORMAT_VERSION, atomic_torch_save, atomic_write_text, export_backbone,
                               find_latest_checkpoint, load_backbone_weights, load_checkpoint)
 from utils.config import dump_config
-from utils.distributed import DistInfo, all_gather_object, all_reduce_mean, barrier, cleanup, init_distributed
+from utils.distributed import (DistInfo, all_gather_object, all_reduce_mean, barrier, cleanup, init_distributed,
+                               shard_range)
 from utils.progress import progress
 from utils.registry import ConfigError
 from utils.seed import capture_rng_state, gather_rng_states, restore_rank_rng_state, restore_rng_state, seed_everything
@@ -131,8 +132,7 @@ class Trainer:
             raise ValueError(f"optim.accumulation_steps={self.accumulation}: an epoch has fewer than that many "
                              f"batches of {self.batch_size}")
         optim_cfg = scaled_lr_config(optim_cfg, self.batch_size * self.dist.world_size * self.accumulation)
-        if self.device.type == "cuda" and optim_cfg.get("type", "SGD") in ("SGD", "AdamW", "Adam") \
-                and "fused" not in optim_cfg and "foreach" not in optim_cfg:
+        if self.device.type == "cuda" and "fused" not in optim_cfg and "foreach" not in optim_cfg:
             optim_cfg["fused"] = True  # fast path: one fused kernel per step (optim.fused: false switches it off)
         self.grad_clip = optim_cfg.get("grad_clip")
         self.optimizer = build_optimizer(optim_cfg, trainable)
@@ -279,9 +279,7 @@ class Trainer:
         fine-tuning starts with a head that already fits the backbone instead of a random one. Ranks embed their
         shard of the data and the sums are all-reduced."""
         head, backbone = self.module.head, self.module.backbone
-        weight = getattr(head, "weight", None)
-        if weight is None and hasattr(getattr(head, "head", None), "weight"):
-            weight = head.head.weight  # Partial FC: this rank's rows of the class centres
+        weight = getattr(head, "weight", None)  # Partial FC: this rank's rows of the class centres
         start, stop, _ = getattr(weight, "model_parallel_rows", (0, self.num_class, self.num_class))
         if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != (stop - start, backbone.feat_dim):
             raise ValueError(f"runtime.init_head=class_means needs a head with a [num_class, feat_dim] 'weight'; "
@@ -748,7 +746,8 @@ def gather_row_shards(shard: torch.Tensor, rows: Tuple[int, int, int], info: Dis
     padded[:stop - start] = shard.detach()
     parts = [torch.empty_like(padded) for _ in range(info.world_size)]
     torch.distributed.all_gather(parts, padded)
-    sizes = [total // info.world_size + (1 if rank < total % info.world_size else 0) for rank in range(info.world_size)]
+    sizes = [stop - start for start, stop in (shard_range(total, rank, info.world_size)
+                                              for rank in range(info.world_size))]
     return torch.cat([part[:size] for part, size in zip(parts, sizes)])
 
 

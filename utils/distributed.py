@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, List
+from typing import Any, List, Tuple
 
 import torch
 import torch.distributed as dist
@@ -36,6 +36,32 @@ def init_distributed(device_type: str) -> DistInfo:
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
     return DistInfo(rank, local_rank, world_size)
+
+
+def process_group() -> Tuple[int, int]:
+    """(rank, world size) of the initialised default process group; (0, 1) outside one (a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard_range(total: int, rank: int, world: int) -> Tuple[int, int]:
+    """Rows ``[start, stop)`` of rank ``rank`` when ``total`` rows are split into contiguous blocks, the first
+    ``total % world`` blocks one row larger (Partial FC's class centres)."""
+    base, extra = divmod(total, world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``[B, ...]`` tensor (the same B on each) concatenated in rank order; a collective, without
+    gradient. One process: the tensor itself."""
+    world = process_group()[1]
+    if world == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
 
 
 def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
