@@ -304,15 +304,23 @@ def cached_rows(cache: Path, record: Mapping[str, Any]) -> Optional[Dict[str, Di
     return stored.get("rows")
 
 
-def fine_tune(config: Path, overrides: Sequence[str], work_dir: Path) -> Dict[str, Any]:
-    """Train with the Trainer from ``config`` + ``overrides``; returns the export folder, the fit summary and the
-    occluder families the run trained on."""
+def fine_tune(config: Path, overrides: Sequence[str], work_dir: Path,
+              validation: Sequence[Mapping[str, Any]] = (), train_images: int = 0) -> Dict[str, Any]:
+    """Train with the Trainer from ``config`` + ``overrides``; returns the export folder, the fit summary, the
+    occluder families the run trained on and, with ``validation`` (val-split protocol configs), the validation
+    history: the Trainer evaluates them after every epoch (``eval.interval_steps`` = steps per epoch of
+    ``train_images`` on one process; the checkpoint rule stays "last")."""
     from data_processor.train_dataset import trained_families
     from training_mode.trainer import Trainer
     from utils.config import load_config
     from utils.logging import setup_logging
 
     cfg = load_config(config, overrides)
+    if validation and not cfg["eval"].get("val_protocols"):
+        cfg["eval"].setdefault("interval_steps", 0)
+        cfg["eval"]["interval_steps"] = (cfg["eval"]["interval_steps"]
+                                         or max(1, train_images // int(cfg["data"]["batch_size"])))
+        cfg["eval"]["val_protocols"] = [dict(entry) for entry in validation]
     families = trained_families(cfg["data"].get("occlusion"))
     setup_logging(work_dir / "train.log")
     trainer = Trainer(cfg, work_dir)
@@ -327,7 +335,39 @@ def fine_tune(config: Path, overrides: Sequence[str], work_dir: Path) -> Dict[st
             "last_loss": history[-1]["loss"] if history else None, "config": str(config),
             "overrides": list(overrides), "images": len(trainer.dataset), "classes": trainer.num_class,
             "occlusion_mode": (cfg["data"].get("occlusion") or {}).get("mode"), "trained_families": families,
-            "seed": int(cfg.get("runtime", {}).get("seed", 0))}
+            "seed": int(cfg.get("runtime", {}).get("seed", 0)), "validation": val_history(work_dir)}
+
+
+def val_history(work_dir: Path) -> List[Dict[str, Any]]:
+    """``[{step, epoch, rows: {set: {accuracy, spread, tar}}}]`` from the run's ``val_history.json`` ([] without)."""
+    path = work_dir / "val_history.json"
+    entries = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    return [{"step": entry["step"], "epoch": entry["epoch"],
+             "rows": {row["set"]: {"accuracy": row.get("accuracy"), "spread": row.get("spread"),
+                                   "tar": row.get(TAR_KEY)} for row in entry["rows"]}} for entry in entries]
+
+
+def format_validation(before: Mapping[str, Mapping[str, Any]], history: Sequence[Mapping[str, Any]]) -> str:
+    """The val split during training: the untouched release, then the fine-tuned model after each epoch (accuracy
+    per val set and their mean); names the epoch with the best mean (what val would pick for the epochs)."""
+    sets = list(before)
+    header = f"{'val (CelebA)':<16}" + "".join(f"{name:>18}" for name in sets) + f"{'mean':>8}"
+    lines = [header, "-" * len(header)]
+
+    def line(label: str, rows: Mapping[str, Mapping[str, Any]]) -> float:
+        values = [rows[name]["accuracy"] for name in sets]
+        cells = "".join(f"{rows[name]['accuracy']:>11.2f} ± {rows[name].get('spread') or 0:.2f}" for name in sets)
+        lines.append(f"{label:<16}{cells}{sum(values) / len(values):>8.2f}")
+        return sum(values) / len(values)
+
+    line("untouched", before)
+    means = [(line(f"epoch {entry['epoch']} (step {entry['step']})", entry["rows"]), entry) for entry in history]
+    if means:
+        best = max(means, key=lambda item: (round(item[0], 2), -item[1]["step"]))[1]
+        lines.append(f"(accuracy %, ± = the protocol's fold spread; val identities are disjoint from training and "
+                     f"from LFW; the best val mean is at epoch {best['epoch']} (step {best['step']}); the test rows "
+                     f"are the last step's, {history[-1]['step']})")
+    return "\n".join(lines)
 
 
 def set_tags(kinds: Mapping[str, Optional[Sequence[str]]], trained: Optional[Sequence[str]]) -> Dict[str, str]:
@@ -513,7 +553,7 @@ def prepare_val(args: argparse.Namespace, names: Sequence[str], tmp: Path, face_
     full_pairs = val_root / "clean" / "pairs.txt"
     pairs_file = full_pairs
     if args.pairs is not None and args.pairs != 2 * VAL_FOLDS * VAL_PAIRS_PER_FOLD:
-        pairs_file = subset_pairs_file(full_pairs, args.pairs, tmp / "pairs.txt")
+        pairs_file = subset_pairs_file(full_pairs, args.pairs, tmp / "val_pairs.txt")
     occluded = {name: VAL_OCCLUDED_SETS[name] for name in names if name in VAL_OCCLUDED_SETS}
     manifests = ensure_occluded_sets(val_root / "clean", full_pairs, val_root, args.side, args.workers, pairs_file,
                                      sets=occluded, template="arcface_112x112", keys=None)
@@ -536,11 +576,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prepare = prepare_test if args.split == "test" else prepare_val
         extra = () if args.split == "test" else (celeba,)
         pairs_file, roots, clean_summary, manifests = prepare(args, names, Path(tmp), face_data_root, *extra)
+        if args.split == "val":
+            val_configs = None
+        else:   # the val split is also evaluated during training (after every epoch): never the test sets
+            val_pairs_file, val_roots, _, _ = prepare_val(args, split_sets("val", None), Path(tmp), face_data_root,
+                                                          celeba)
+            val_configs = protocol_configs(val_roots, val_pairs_file, args.variant, "val")
         prepare_seconds = time.perf_counter() - start
         train_ids, val_ids = celeba_split(celeba)
         clean = CLEAN_SET[args.split]
         kinds = {name: (None if name == clean else manifests[name]["kinds"]) for name in names}
         configs = protocol_configs(roots, pairs_file, args.variant, args.split)
+        val_configs = val_configs or configs
         model, meta = load_released_recognizer(MODEL, weights_dir)
         record = untouched_record(model, released_weights_path(MODEL, weights_dir), args.device, pairs_file,
                                   clean_summary, manifests, args.variant, args.batch_size)
@@ -554,13 +601,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             tag_rows(before, kinds, None, args.split)
             atomic_write_text(cache, json.dumps({"provenance": record, "rows": before}, indent=2, default=float)
                               + "\n")
+        before_val = before if val_configs is configs else evaluate(
+            model, meta.preprocess, val_configs, args.device, args.batch_size, f"released {MODEL}")
         train_list = write_train_list(celeba, train_ids, args.work_dir / "celeba_train_list.txt")
         train_data = {"type": "ImageListDataset", "root": str(celeba), "list_file": str(train_list),
                       "landmarks_file": None}
         overrides = [f"data.train={json.dumps(train_data)}", *args.overrides]
         if args.max_steps is not None:
             overrides.append(f"runtime.max_steps={args.max_steps}")
-        training = fine_tune(args.config, overrides, args.work_dir)
+        training = fine_tune(args.config, overrides, args.work_dir, val_configs,
+                             len(train_list.read_text(encoding="utf-8").splitlines()))
         training["identities"] = len(train_ids)
         from test_protocol.model_loading import load_export
 
@@ -588,6 +638,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("before = untouched release (release: unknown training occluders); after = GFRO fine-tuned; "
           "occluders column = the fine-tuned model's seen / held_out")
     print(format_comparison(table, before, after, seeds=1))
+    if training["validation"]:
+        print(format_validation(before_val, training["validation"]))
     print(format_target(check, judged, num_pairs, args.split))
     reading = " (this run reads the test split: nothing is chosen on it)" if args.split == "test" else ""
     print(f"settings chosen on: val split{reading}")
@@ -603,6 +655,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    "pairs_sha256": before[names[0]].get("pairs_sha256"), "variant": args.variant, "side": args.side,
                    "comparison": table, "tags": tags, "target": {**check, "judged": judged}, "bar": verdict,
                    "trained_families": trained, "release_trained_families": None,
+                   "validation": {"untouched": {name: {"accuracy": row["accuracy"], "spread": row.get("spread"),
+                                                       "tar": row.get(TAR_KEY)} for name, row in before_val.items()},
+                                  "during_training": training["validation"]},
                    "settings_chosen_on": SETTINGS_CHOSEN_ON, "training": training,
                    "celeba_split": {"train_identities": train_ids, "val_identities": val_ids,
                                     "left_out_lfw_overlap": list(LFW_OVERLAP_IDENTITIES),

@@ -70,6 +70,8 @@ def test_smoke_two_steps_twenty_pairs(shared, aligned_lfw_subset, tmp_path, monk
     code = main(["--shared", str(shared_root), "--pairs", "20", "--max-steps", "2", "--set", "data.batch_size=8",
                  "--set", "data.num_workers=0", "--set", "data.occlusion.mode=partial",
                  "--set", "runtime.init_head=random",  # imprinting is covered by test_trainer.py
+                 "--set", "eval.interval_steps=1",      # validate on the CelebA val split after each step
+                 "--val-root", str(tmp_path / "val"),
                  "--sets", "LFW,LFW-CROP,LFW-OBJECT",
                  "--work-dir", str(tmp_path / "run"), "--occluded-root", str(occluded),
                  "--aligned", str(aligned), "--batch-size", "64", "--json", str(out)])
@@ -84,6 +86,14 @@ def test_smoke_two_steps_twenty_pairs(shared, aligned_lfw_subset, tmp_path, monk
     listed = (tmp_path / "run" / "celeba_train_list.txt").read_text().split()
     assert {entry.split("/")[0] for entry in listed[::2]} == train_ids
     assert (tmp_path / "run" / "export" / "model_meta.json").is_file()
+    # validation during training reads the val split only (CelebA identities disjoint from training), never LFW
+    validation = payload["validation"]
+    assert list(validation["untouched"]) == ["CELEBA-VAL", "CELEBA-VAL-CROP", "CELEBA-VAL-BLOCK"]
+    assert [entry["step"] for entry in validation["during_training"]] == [1, 2]
+    for entry in validation["during_training"]:
+        assert list(entry["rows"]) == list(validation["untouched"])
+        assert all(50.0 <= row["accuracy"] <= 100.0 for row in entry["rows"].values())
+    assert "val (CelebA)" in printed and "the best val mean is at epoch 1" in printed
     assert (tmp_path / "run" / "before_after.png").read_bytes()[:4] == b"\x89PNG"
     assert payload["tags"] == {"LFW": "clean", "LFW-CROP": "seen", "LFW-OBJECT": "held_out"}
     assert list(payload["comparison"]) == ["LFW", "LFW-CROP", "LFW-OBJECT", "seen mean", "held-out mean"]

@@ -48,9 +48,23 @@ class TrainingMode(nn.Module):
     def compute_loss(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         raise NotImplementedError
 
+    @staticmethod
+    def loss_output(terms: Dict[str, torch.Tensor], stats: Dict[str, Any]) -> Dict[str, Any]:
+        """``compute_loss``'s return value: the loss = the sum of ``terms`` (weights applied by the mode), the terms
+        detached for logging, ``stats``. The detaching runs outside a compiled graph (``runtime.compile``): inductor
+        folds a detached output into its differentiable alias and the loss would lose its gradient (pytorch#195357:
+        a single-term loss is exactly that alias)."""
+        return {"loss": sum(terms.values()), "terms": detached(terms), "stats": stats}
+
     def forward(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         return self.compute_loss(batch)
 
     def embedding_model(self) -> nn.Module:
         """The network that is evaluated and exported (normalised input → embedding)."""
         return self.backbone
+
+
+@torch.compiler.disable
+def detached(terms: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``terms`` detached, always in eager mode (see ``TrainingMode.loss_output``)."""
+    return {name: value.detach() for name, value in terms.items()}

@@ -31,5 +31,4 @@ class ConventionalTraining(TrainingMode):
         if "aux_loss" in head_out:
             terms["head_aux"] = head_out["aux_loss"]
         terms.update(out["aux_losses"])
-        loss = sum(terms.values())
-        return {"loss": loss, "terms": {k: v.detach() for k, v in terms.items()}, "stats": out["stats"]}
+        return self.loss_output(terms, out["stats"])

@@ -82,6 +82,5 @@ class FaceTTraining(TrainingMode):
             with torch.no_grad():
                 stats["flag_accuracy"] = ((logits > 0).float() == flag).float().mean()
         terms.update(out["aux_losses"])
-        loss = sum(terms.values())
         stats.update(out.get("stats", {}))
-        return {"loss": loss, "terms": {k: v.detach() for k, v in terms.items()}, "stats": stats}
+        return self.loss_output(terms, stats)

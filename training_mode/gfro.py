@@ -146,9 +146,8 @@ class GFROTraining(TrainingMode):
         if "aux_loss" in head_out:
             terms["head_aux"] = head_out["aux_loss"]
         terms.update(out["aux_losses"])
-        loss = sum(terms.values())
         stats = self._stats(raw, z_clean, z_noisy, targets, out.get("stats", {}), batch)
-        return {"loss": loss, "terms": {k: v.detach() for k, v in terms.items()}, "stats": stats}
+        return self.loss_output(terms, stats)
 
     @torch.no_grad()
     def _stats(self, raw: Dict[str, torch.Tensor], z_clean: torch.Tensor, z_noisy: torch.Tensor,

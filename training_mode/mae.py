@@ -119,5 +119,4 @@ class MAEPretraining(TrainingMode):
         loss = (per_patch * out["mask"]).sum() / out["mask"].sum()
         with torch.no_grad():
             visible = (per_patch * (1 - out["mask"])).sum() / (1 - out["mask"]).sum().clamp(min=1)
-        return {"loss": loss, "terms": {"mae_mse": loss.detach()},
-                "stats": {"mse_visible": visible, "masked_fraction": out["mask"].mean()}}
+        return self.loss_output({"mae_mse": loss}, {"mse_visible": visible, "masked_fraction": out["mask"].mean()})

@@ -94,10 +94,9 @@ class MSMLTraining(TrainingMode):
         if "aux_loss" in head_out:
             terms["head_aux"] = head_out["aux_loss"]
         terms.update(out["aux_losses"])
-        loss = sum(terms.values())
         with torch.no_grad():
             predicted = logits.detach().argmax(dim=1)
             stats = {**out["stats"], "raw/seg": raw["seg"].detach(),
                      "osb/pixel_accuracy": (predicted == seg_labels).float().mean(),
                      "osb/true_visible": seg_labels.float().mean()}
-        return {"loss": loss, "terms": {k: v.detach() for k, v in terms.items()}, "stats": stats}
+        return self.loss_output(terms, stats)

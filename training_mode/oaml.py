@@ -101,7 +101,7 @@ class OAMLTraining(TrainingMode):
         stats.update({"raw/pair": qaconv["pair"].detach(), "raw/triplet": qaconv["triplet"].detach(),
                       "qaconv/hardest_accuracy": qaconv["accuracy"],
                       "occlusion/mae": (visibility[:, 0].detach() - target).abs().mean()})
-        return {"loss": sum(terms.values()), "terms": {k: v.detach() for k, v in terms.items()}, "stats": stats}
+        return self.loss_output(terms, stats)
 
     def embedding_model(self) -> nn.Module:
         """The descriptor twin of the backbone (packed descriptors + ``pair_scorer``), evaluated and exported."""

@@ -119,8 +119,7 @@ class SemiSiameseTraining(TrainingMode):
         terms: Dict[str, torch.Tensor] = {"sst_ce": (ce1 + ce2) / 2}
         for name in probe1["aux_losses"]:
             terms[name] = (probe1["aux_losses"][name] + probe2["aux_losses"][name]) / 2
-        loss = sum(terms.values())
         with torch.no_grad():
             positive = F.cosine_similarity(probe1["embedding"].float(), gallery2.float(), dim=1).mean()
         stats = {**probe1["stats"], "probe_gallery_cosine": positive}
-        return {"loss": loss, "terms": {k: v.detach() for k, v in terms.items()}, "stats": stats}
+        return self.loss_output(terms, stats)

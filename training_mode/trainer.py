@@ -163,8 +163,9 @@ class Trainer:
             self.train_module = DistributedDataParallel(
                 self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False, find_unused_parameters=bool(runtime.get("find_unused_parameters", False)))
-        if runtime.get("compile", False):
-            self.train_module = torch.compile(self.train_module)
+        self.compiled = compile_setting(runtime, self.device)
+        if self.compiled:
+            self.train_module = torch.compile(self.train_module, mode=runtime.get("compile_mode") or "default")
 
         self.log_interval = int(runtime.get("log_interval", 20))
         self.checkpoint_interval = int(runtime.get("checkpoint_interval_steps", 0))
@@ -182,9 +183,9 @@ class Trainer:
         logger.info("data: %d images, %d classes, landmarks from %s; %d steps/epoch × %d epochs; batch %d × %d ranks",
                     len(self.dataset), self.num_class, getattr(self.dataset, "landmark_source", "n/a"),
                     self.steps_per_epoch, self.epochs, self.batch_size, self.dist.world_size)
-        logger.info("model: %s + %s via %s on %s (amp %s, channels_last %s), %.2fM trainable parameters",
+        logger.info("model: %s + %s via %s on %s (amp %s, channels_last %s, compile %s), %.2fM trainable parameters",
                     cfg["backbone"]["type"], cfg["head"]["type"], cfg["training_mode"]["type"], self.device,
-                    amp, self.channels_last,
+                    amp, self.channels_last, runtime.get("compile_mode") or "default" if self.compiled else "off",
                     sum(p.numel() for m in trainable for p in m.parameters() if p.requires_grad) / 1e6)
         if self.val_interval:
             logger.info("validation: every %d steps on %s (val sets only) → %s; checkpoint rule: %s",
@@ -492,6 +493,7 @@ class Trainer:
         total_steps = self.epochs * self.steps_per_epoch
         start_time = time.perf_counter()
         start_step = self.global_step
+        first_step_seconds: Optional[float] = None
         stop = False
         while self.epoch < self.epochs and not stop:
             window = new_window()
@@ -500,6 +502,11 @@ class Trainer:
             for batches in micro_batch_groups(self._loader(), self.accumulation):
                 data_time = time.perf_counter() - tic
                 out = self.train_step([self._to_device(batch) for batch in batches])
+                if first_step_seconds is None:
+                    first_step_seconds = time.perf_counter() - tic
+                    if self.compiled:
+                        logger.info("torch.compile: the first step took %.1f s (compilation included)",
+                                    first_step_seconds)
                 self.step_in_epoch += 1
                 self.global_step += 1
                 loss_value = float(all_reduce_mean(out["loss"].detach(), self.dist))
@@ -538,6 +545,7 @@ class Trainer:
         if self.writer is not None:
             self.writer.flush()
         info = {"history": history, "seconds": time.perf_counter() - start_time,
+                "first_step_seconds": first_step_seconds, "compiled": self.compiled,
                 "trained_families": self.trained_families, "occlusion": self.occlusion}
         if self.val_interval:
             info["validation"] = self.validation_summary()
@@ -827,6 +835,25 @@ def validation_config(eval_cfg: Dict[str, Any]) -> tuple:
         if select["mode"] not in ("max", "min"):
             raise ConfigError(f"eval.select.mode must be max or min, got {select['mode']!r}")
     return interval, protocols, select or None
+
+
+def compile_setting(runtime: Dict[str, Any], device: torch.device) -> bool:
+    """Whether the Trainer compiles the training module: ``runtime.compile`` auto (the default) = on CUDA only, where
+    a graph dynamo cannot compile falls back to eager instead of failing the run; true = on any device, strict;
+    false = off. ``runtime.compile_mode``: torch.compile's mode (default, reduce-overhead, max-autotune, ...)."""
+    setting = runtime.get("compile", "auto")
+    if setting not in ("auto", True, False):
+        raise ConfigError(f"runtime.compile: expected auto, true or false, got {setting!r}")
+    mode = runtime.get("compile_mode") or "default"
+    if mode not in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+        raise ConfigError(f"runtime.compile_mode: expected default, reduce-overhead, max-autotune or "
+                          f"max-autotune-no-cudagraphs, got {mode!r}")
+    if setting == "auto":
+        if device.type != "cuda":
+            return False
+        import torch._dynamo
+        torch._dynamo.config.suppress_errors = True  # auto: an uncompilable graph runs eager, the run goes on
+    return bool(setting)
 
 
 def row_labels(rows: List[Dict[str, Any]]) -> List[str]:
