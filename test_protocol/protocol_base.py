@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from test_protocol.extract import EmbeddingViews, ImageSource
 from test_protocol.verification_metrics import roc, tar_at_far
+from utils.provenance import first_few
 
 TAR_FARS = (1e-3, 1e-4)
 MAX_LISTED_MISSING = 5
@@ -45,10 +46,13 @@ def check_images_exist(name: str, root: Path, relative_paths: Sequence[str], sou
     """FileNotFoundError with the count and the first few paths when any image under ``root`` is missing."""
     missing = [p for p in relative_paths if not (root / p).is_file()]
     if missing:
-        shown = ", ".join(missing[:MAX_LISTED_MISSING])
-        more = f" (and {len(missing) - MAX_LISTED_MISSING} more)" if len(missing) > MAX_LISTED_MISSING else ""
         raise FileNotFoundError(f"{name}: {len(missing)} of {len(relative_paths)} images named by {source} are "
-                                f"missing under {root}; first: {shown}{more}")
+                                f"missing under {root}; first: {first_few(missing, MAX_LISTED_MISSING)}")
+
+
+def rate_key(value: float, metric: str = "tar", rate: str = "far") -> str:
+    """A result key ``<metric>@<rate>=<value>``, exponent written short: ``tar@far=1e-3``, ``tpir@fpir=1e-2``."""
+    return f"{metric}@{rate}={value:.0e}".replace("e-0", "e-")
 
 
 def tar_columns(similarity: np.ndarray, issame: np.ndarray) -> Dict[str, Optional[float]]:
@@ -59,7 +63,7 @@ def tar_columns(similarity: np.ndarray, issame: np.ndarray) -> Dict[str, Optiona
     """
     negatives = int(np.count_nonzero(~np.asarray(issame, dtype=bool)))
     columns: Dict[str, Optional[float]] = {
-        f"tar@far={far:.0e}".replace("e-0", "e-"): 100.0 * tar if far * negatives >= 1.0 - 1e-9 else None
+        rate_key(far): 100.0 * tar if far * negatives >= 1.0 - 1e-9 else None
         for far, tar in tar_at_far(similarity, issame, TAR_FARS).items()}
     columns["far_floor"] = 1.0 / negatives
     return columns

@@ -12,10 +12,10 @@ from test_protocol.megaface.feature_store import chunked_search, open_store, wri
 from test_protocol.megaface.megaface import (
     distractor_list_name,
     evaluate_megaface,
-    far_key,
     match_noise,
     read_noise_list,
 )
+from test_protocol.protocol_base import rate_key
 
 DIM = 64
 C, COS = 0.875, 0.75          # hard-distractor weight on the identity axis; cos φ of the "hard" identities
@@ -297,7 +297,7 @@ def test_end_to_end_on_embedded_synthetic_faces_through_the_cli(tmp_path):
         for far in (1e-2, 5e-2):
             allowed = int(np.floor(far * impostor.size + 1e-9))
             expected = 100.0 * np.mean(np.array(genuine) > impostor[allowed])
-            assert row[far_key(far)] == pytest.approx(expected, abs=1e-6)
+            assert row[rate_key(far)] == pytest.approx(expected, abs=1e-6)
 
 
 def calibrated_export(folder, paths):

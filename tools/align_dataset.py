@@ -39,7 +39,7 @@ import numpy as np
 
 from utils.cli import run_cli
 from utils.progress import progress as progress_bar
-from utils.provenance import (checksums_digest, file_checksums, read_manifest, sha256_file, source_digest,
+from utils.provenance import (checksums_digest, file_checksums, first_few, read_manifest, sha256_file, source_digest,
                               verify_checksums)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -261,12 +261,10 @@ def reuse_problem(output_root: Path, settings: AlignSettings, layout: str, input
                     f"({len(current - set(summary['inputs']))} not aligned)")
     changed_inputs = verify_checksums(input_root, summary["inputs"])
     if changed_inputs:
-        return f"the input images changed since it was built: {', '.join(changed_inputs[:3])}" + (
-            f" (and {len(changed_inputs) - 3} more)" if len(changed_inputs) > 3 else "")
+        return f"the input images changed since it was built: {first_few(changed_inputs)}"
     problems = verify_checksums(output_root, summary["files"])
     if problems:
-        return f"does not match its summary.json: {', '.join(problems[:3])}" + (
-            f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+        return f"does not match its summary.json: {first_few(problems)}"
     absent = sorted(set(needed or ()) - set(summary["files"]))
     if absent:
         return f"{len(absent)} needed image(s) are not in it, first: {absent[:3]}"

@@ -137,6 +137,12 @@ def tree_digest(root: str | Path, exclude: Sequence[str] = ()) -> str:
     return checksums_digest(file_checksums(root, exclude=exclude))
 
 
+def first_few(items: Sequence[str], limit: int = 3) -> str:
+    """``a, b, c (and N more)``: the first ``limit`` items of a problem list, for one-line error messages."""
+    more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
 def verify_checksums(root: str | Path, checksums: Mapping[str, str]) -> List[str]:
     """Problems of ``root`` against recorded ``checksums``: ``"<path>: missing"`` / ``"<path>: changed"``."""
     root = Path(root)
@@ -154,8 +160,7 @@ def verify_folder(root: str | Path, checksums: Mapping[str, str], manifest: str 
     """Raise :class:`StaleFolderError` naming the first files of ``root`` that do not match ``checksums``."""
     problems = verify_checksums(root, checksums)
     if problems:
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise StaleFolderError(f"{root} does not match {manifest}: {', '.join(problems[:3])}{more}")
+        raise StaleFolderError(f"{root} does not match {manifest}: {first_few(problems)}")
 
 
 def read_manifest(path: str | Path) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:

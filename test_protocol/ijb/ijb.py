@@ -33,7 +33,8 @@ from test_protocol import PROTOCOLS
 from test_protocol.extract import check_flip
 from test_protocol.megaface.feature_store import normalise_rows
 from test_protocol.megaface.megaface import resolve
-from test_protocol.protocol_base import EmbeddingProtocol, check_available, check_images_exist, file_sha256
+from test_protocol.protocol_base import (EmbeddingProtocol, check_available, check_images_exist, file_sha256,
+                                         rate_key)
 from test_protocol.verification_metrics import auc, roc, tar_at_far
 from utils.text_files import read_fields
 
@@ -105,7 +106,7 @@ def verification_1to1(first: np.ndarray, second: np.ndarray, issame: np.ndarray,
     """(TAR columns in %, scores): cosine of the paired template features."""
     scores = np.sum(first * second, axis=1).astype(np.float64)
     negatives = int(np.count_nonzero(~issame))
-    columns: Dict[str, Any] = {far_key("tar", "far", far): 100.0 * tar if far * negatives >= 1 - 1e-9 else None
+    columns: Dict[str, Any] = {rate_key(far): 100.0 * tar if far * negatives >= 1 - 1e-9 else None
                                for far, tar in tar_at_far(scores, issame, fars).items()}
     columns.update({"auc": auc(scores, issame), "far_floor": 1.0 / negatives})
     return columns, scores
@@ -126,17 +127,13 @@ def identification_1toN(probe: np.ndarray, probe_subject: np.ndarray, gallery: n
     nonmated = np.sort(top1[~mated])[::-1]
     for fpir in fpirs:
         allowed = int(math.floor(fpir * len(nonmated) + 1e-9))
-        key = far_key("tpir", "fpir", fpir)
+        key = rate_key(fpir, "tpir", "fpir")
         if allowed < 1:
             columns[key] = None
         else:
             threshold = nonmated[allowed] if allowed < len(nonmated) else -np.inf
             columns[key] = 100.0 * float(np.mean(hit[mated] & (top1[mated] > threshold)))
     return columns
-
-
-def far_key(metric: str, rate: str, value: float) -> str:
-    return f"{metric}@{rate}={value:.0e}".replace("e-0", "e-")
 
 
 @PROTOCOLS.register()

@@ -59,8 +59,8 @@ from data_processor.occlusion import DRAWN_OCCLUDERS, IDENTITY_KINDS, OCCLUDERS,
 from data_processor.occlusion.files import FileOcclusionJob, run_file_occlusion
 from data_processor.occlusion.objects import identity_of_path
 from data_processor.occlusion.rgba_occluder import RGBAOccluder
-from utils.provenance import (checksums_digest, file_checksums, read_manifest, sha256_file, source_digest, tree_digest,
-                              verify_checksums)
+from utils.provenance import (checksums_digest, file_checksums, first_few, read_manifest, sha256_file, source_digest,
+                              tree_digest, verify_checksums)
 
 __all__ = ["BuildConfig", "CODE_MODULES", "HIDDEN_FRACTION_FILE", "assign_occluded", "build_occluded_set",
            "crop_cli", "ensure_synthetic_occluded", "face_box", "hidden_fraction", "read_hidden_fractions",
@@ -428,8 +428,7 @@ def reuse_problem(out: str | Path, config: BuildConfig, needed: Optional[Sequenc
         return f"the occlusion code changed since it was built ({', '.join(CODE_MODULES)})"
     problems = verify_checksums(out, manifest["files"])
     if problems:
-        return f"does not match its manifest.json: {', '.join(problems[:3])}" + (
-            f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+        return f"does not match its manifest.json: {first_few(problems)}"
     source = Path(config.source)
     root = images_root(source)
     listed = (out / "image_list.txt").read_text(encoding="utf-8").split()

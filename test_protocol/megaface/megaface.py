@@ -44,7 +44,8 @@ from test_protocol.megaface.feature_store import (
     peak_memory_mib,
     store_rows,
 )
-from test_protocol.protocol_base import EmbeddingProtocol, check_available, check_images_exist, file_sha256
+from test_protocol.protocol_base import (EmbeddingProtocol, check_available, check_images_exist, file_sha256,
+                                         rate_key)
 
 DISTRACTOR_SIZES = (10, 100, 1000, 10000, 100000, 1000000)
 MEGAFACE_VARIANTS = ("clean", "mask")
@@ -150,10 +151,6 @@ def tar_from_top(genuine: np.ndarray, top_impostors: np.ndarray, impostors: int,
     return float(np.mean(genuine > top_impostors[allowed]))
 
 
-def far_key(far: float) -> str:
-    return f"tar@far={far:.0e}".replace("e-0", "e-")
-
-
 def evaluate_megaface(query: np.ndarray, target: np.ndarray, labels: np.ndarray, distractors: np.ndarray,
                       max_rank: int = 10, fars: Sequence[float] = DEFAULT_FARS, chunk: int = DEFAULT_CHUNK,
                       device: str = "cpu", distractor_noise: Optional[np.ndarray] = None) -> Dict[str, Any]:
@@ -189,7 +186,7 @@ def megaface_row(name: str, variant: str, metrics: Dict[str, Any], fars: Sequenc
     row.update({f"rank@{n + 1}": 100.0 * float(value) for n, value in enumerate(cmc)})
     for far in fars:
         tar = metrics["tar"][far]
-        row[far_key(far)] = None if tar is None else 100.0 * tar
+        row[rate_key(far)] = None if tar is None else 100.0 * tar
     row.update({"far_floor": 1.0 / metrics["num_impostors"], "num_pairs": metrics["num_trials"],
                 "num_probes": num_queries, "num_distractors": num_distractors, "pairs_sha256": lists_sha256,
                 "search_seconds": metrics["search_seconds"], "peak_memory_mib": metrics["peak_memory_mib"],
