@@ -159,6 +159,11 @@ class DatasetWrapper(Dataset):
             self.base.set_epoch(epoch)
 
 
+def draws_flip(seed: int, epoch: int, index: int, probability: float) -> bool:
+    """Whether sample ``index`` of ``epoch`` is mirrored: ``default_rng([seed, epoch, index]).random() < p``."""
+    return bool(np.random.default_rng([seed, epoch, int(index)]).random() < probability)
+
+
 class FlipDataset(DatasetWrapper):
     """Any dataset whose samples are mirrored (image and landmarks) with ``probability``, reproducibly: sample
     ``index`` of epoch ``e`` flips iff ``default_rng([seed, e, index]).random() < probability`` (call ``set_epoch``).
@@ -184,7 +189,7 @@ class FlipDataset(DatasetWrapper):
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         sample = dict(self.base[index])
-        flip = bool(np.random.default_rng([self.seed, self.epoch, int(index)]).random() < self.probability)
+        flip = draws_flip(self.seed, self.epoch, index, self.probability)
         if flip:
             image = sample["image"].numpy()
             (image,), points = flip_horizontal([image], sample["landmarks"].numpy(), image.shape[-1])

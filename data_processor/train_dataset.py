@@ -53,6 +53,7 @@ from torch.utils.data import Dataset
 
 from data_processor import DATASETS
 from data_processor.datasets import FLIP_ORDER, FlipDataset, flip_horizontal  # noqa: F401 (FLIP_ORDER: re-exported)
+from data_processor.device_decode import DECODE_CHOICES, EncodedJPEGDataset
 from data_processor.datasets import DatasetWrapper
 from data_processor.occlusion import (IDENTITY_KINDS, OBJECT_OCCLUDERS, PARTIAL_VIEWS, SYNTHETIC_OCCLUDERS,
                                       load_rgba_occluders, occlude)
@@ -329,7 +330,16 @@ def build_train_dataset(data_cfg: Mapping[str, Any]) -> Dataset:
         occlusion = {}
     if occlusion is not None and occlusion is not False and not isinstance(occlusion, Mapping):
         raise ConfigError(f"data.occlusion: expected a mapping (or true / null), got {occlusion!r}")
+    decode = data_cfg.get("decode", "cpu")
+    if decode not in DECODE_CHOICES:
+        raise ConfigError(f"data.decode: expected one of {', '.join(DECODE_CHOICES)}, got {decode!r}")
+    if decode == "device" and occlusion is not None and occlusion is not False:
+        raise ConfigError("data.decode=device decodes JPEG batches where the model runs, but data.occlusion renders "
+                          "its views from CPU pixels: use data.decode=cpu with data.occlusion")
     dataset = DATASETS.build(data_cfg["train"], where="data.train")
+    if decode == "device":
+        return EncodedJPEGDataset(dataset, flip_probability=0.0 if flip is None else flip[0],
+                                  seed=0 if flip is None or flip[1] is None else flip[1])
     if occlusion is None or occlusion is False:
         if flip is None or flip[0] == 0.0:
             return dataset

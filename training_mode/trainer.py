@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from backbone import build_backbone
+from data_processor.device_decode import decode_batch
 from data_processor.preprocess import PreprocessSpec
 from head import build_head
 from training_mode import TRAINING_MODES
@@ -250,7 +251,8 @@ class Trainer:
         sampler = DistributedSampler(self.dataset, num_replicas=self.dist.world_size, rank=self.dist.rank,
                                      shuffle=True, seed=self.seed, drop_last=True)
         loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                            drop_last=True, generator=torch.Generator().manual_seed(self.seed))  # no global RNG
+                            drop_last=True, generator=torch.Generator().manual_seed(self.seed),  # no global RNG
+                            collate_fn=self.collate_fn)
         was_training, momenta = backbone.training, [m.momentum for m in new]
         backbone.eval()
         for module in new:  # only these in train mode; momentum None = the average over all batches
@@ -262,7 +264,7 @@ class Trainer:
                                                disable=not self.dist.is_main)):
             if index >= batches:
                 break
-            backbone(self.module.inputs(batch["image"].to(self.device)))
+            backbone(self.module.inputs(self._to_device(batch)["image"]))
         for module, momentum in zip(new, momenta):
             module.momentum = momentum
             if self.dist.enabled:
@@ -287,14 +289,15 @@ class Trainer:
                              f"{type(head).__name__} has {tuple(getattr(weight, 'shape', ()))}")
         sampler = DistributedSampler(self.dataset, num_replicas=self.dist.world_size, rank=self.dist.rank,
                                      shuffle=False, drop_last=False)
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers)
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                            collate_fn=self.collate_fn)
         sums = torch.zeros(self.num_class, backbone.feat_dim, device=self.device)
         counts = torch.zeros(self.num_class, device=self.device)
         was_training = backbone.training
         backbone.eval()
         for batch in progress(loader, desc="init_head: class means", unit="batch", disable=not self.dist.is_main):
             labels = batch["label"].to(self.device)
-            embeddings = backbone(self.module.inputs(batch["image"].to(self.device))).float()
+            embeddings = backbone(self.module.inputs(self._to_device(batch)["image"])).float()
             sums.index_add_(0, labels, torch.nn.functional.normalize(embeddings, dim=1))
             counts.index_add_(0, labels, torch.ones_like(labels, dtype=counts.dtype))
         backbone.train(was_training)
@@ -422,10 +425,18 @@ class Trainer:
             self.loader = DataLoader(EpochIndexed(self.dataset), batch_size=self.batch_size, sampler=self.sampler,
                                      num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
                                      drop_last=True, generator=torch.Generator().manual_seed(self.seed * 1000),
-                                     persistent_workers=persistent)
+                                     persistent_workers=persistent, collate_fn=self.collate_fn)
         return self.loader
 
+    @property
+    def collate_fn(self) -> Optional[Any]:
+        """The dataset's own batching (``data.decode: device`` batches JPEG bytes), else the default."""
+        return getattr(self.dataset, "collate_fn", None)
+
     def _to_device(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        """The batch's tensors on the device; JPEG bytes (``data.decode: device``) are decoded there."""
+        if "jpeg" in batch:
+            batch = decode_batch(batch, self.device)
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     def train_step(self, batches: Dict[str, Any] | List[Dict[str, Any]]) -> Dict[str, Any]:
