@@ -18,14 +18,14 @@ def restore_dynamo_config():
 
 def test_auto_compiles_on_cuda_only_with_eager_fallback(restore_dynamo_config):
     torch._dynamo.config.suppress_errors = False
-    assert compile_setting({}, torch.device("cpu")) is False
+    assert compile_setting({}, torch.device("cpu")) is None
     assert torch._dynamo.config.suppress_errors is False
-    assert compile_setting({"compile": "auto"}, torch.device("cuda", 0)) is True
+    assert compile_setting({"compile": "auto"}, torch.device("cuda", 0)) == "default"
     assert torch._dynamo.config.suppress_errors is True          # auto never fails a run on an uncompilable graph
     torch._dynamo.config.suppress_errors = False
-    assert compile_setting({"compile": True}, torch.device("cpu")) is True
+    assert compile_setting({"compile": True, "compile_mode": "max-autotune"}, torch.device("cpu")) == "max-autotune"
     assert torch._dynamo.config.suppress_errors is False         # true is strict
-    assert compile_setting({"compile": False}, torch.device("cuda", 0)) is False
+    assert compile_setting({"compile": False}, torch.device("cuda", 0)) is None
 
 
 @pytest.mark.parametrize("runtime, message", [({"compile": "yes"}, "runtime.compile: expected auto, true or false"),

@@ -164,9 +164,10 @@ class Trainer:
             self.train_module = DistributedDataParallel(
                 self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False, find_unused_parameters=bool(runtime.get("find_unused_parameters", False)))
-        self.compiled = compile_setting(runtime, self.device)
+        self.compile_mode = compile_setting(runtime, self.device)
+        self.compiled = self.compile_mode is not None
         if self.compiled:
-            self.train_module = torch.compile(self.train_module, mode=runtime.get("compile_mode") or "default")
+            self.train_module = torch.compile(self.train_module, mode=self.compile_mode)
 
         self.log_interval = int(runtime.get("log_interval", 20))
         self.checkpoint_interval = int(runtime.get("checkpoint_interval_steps", 0))
@@ -186,7 +187,7 @@ class Trainer:
                     self.steps_per_epoch, self.epochs, self.batch_size, self.dist.world_size)
         logger.info("model: %s + %s via %s on %s (amp %s, channels_last %s, compile %s), %.2fM trainable parameters",
                     cfg["backbone"]["type"], cfg["head"]["type"], cfg["training_mode"]["type"], self.device,
-                    amp, self.channels_last, runtime.get("compile_mode") or "default" if self.compiled else "off",
+                    amp, self.channels_last, self.compile_mode or "off",
                     sum(p.numel() for m in trainable for p in m.parameters() if p.requires_grad) / 1e6)
         if self.val_interval:
             logger.info("validation: every %d steps on %s (val sets only) → %s; checkpoint rule: %s",
@@ -848,10 +849,11 @@ def validation_config(eval_cfg: Dict[str, Any]) -> tuple:
     return interval, protocols, select or None
 
 
-def compile_setting(runtime: Dict[str, Any], device: torch.device) -> bool:
-    """Whether the Trainer compiles the training module: ``runtime.compile`` auto (the default) = on CUDA only, where
-    a graph dynamo cannot compile falls back to eager instead of failing the run; true = on any device, strict;
-    false = off. ``runtime.compile_mode``: torch.compile's mode (default, reduce-overhead, max-autotune, ...)."""
+def compile_setting(runtime: Dict[str, Any], device: torch.device) -> Optional[str]:
+    """The torch.compile mode the Trainer compiles the training module with (``runtime.compile_mode``: default,
+    reduce-overhead, max-autotune, ...), None = not compiled. ``runtime.compile`` auto (the default) = on CUDA only,
+    where a graph dynamo cannot compile falls back to eager instead of failing the run; true = on any device,
+    strict; false = off."""
     setting = runtime.get("compile", "auto")
     if setting not in ("auto", True, False):
         raise ConfigError(f"runtime.compile: expected auto, true or false, got {setting!r}")
@@ -861,10 +863,10 @@ def compile_setting(runtime: Dict[str, Any], device: torch.device) -> bool:
                           f"max-autotune-no-cudagraphs, got {mode!r}")
     if setting == "auto":
         if device.type != "cuda":
-            return False
+            return None
         import torch._dynamo
         torch._dynamo.config.suppress_errors = True  # auto: an uncompilable graph runs eager, the run goes on
-    return bool(setting)
+    return mode if setting else None
 
 
 def row_labels(rows: List[Dict[str, Any]]) -> List[str]:
